@@ -1,0 +1,3 @@
+from edge_app.cli import main
+
+main()

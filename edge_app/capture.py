@@ -1,0 +1,156 @@
+"""Frames from a camera, device, file or stream, with timestamps that always increase."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_app.config import SourceConfig
+from edge_app.errors import AgecheckError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One video frame.
+
+    Attributes:
+        image: (H, W, 3) uint8 BGR, as OpenCV decodes it.
+        index: frames delivered so far, from 0 (keeps counting across loops and reopens).
+        timestamp_ms: video time for files (position in the file, continuing across loops),
+            monotonic wall time since start for live sources; strictly increasing.
+    """
+
+    image: np.ndarray
+    index: int
+    timestamp_ms: int
+
+
+def is_live(source: str) -> bool:
+    """Camera indices, device paths and stream URLs are live; anything else is a file."""
+    return source.isdigit() or source.startswith("/dev/") or "://" in source
+
+
+class VideoSource:
+    """OpenCV capture as a context manager; ``frames()`` yields `Frame`s.
+
+    Live sources that stop giving frames are reopened with capped exponential backoff;
+    after ``give_up_after_s`` without a frame the iterator raises `AgecheckError`. Files end
+    at their last readable frame (a truncated file ends early, cleanly), or loop.
+    """
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        on_wait: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.live = is_live(config.source)
+        self._sleep, self._clock, self._on_wait = sleep, clock, on_wait
+        if not self.live:
+            path = Path(config.source)
+            if not path.exists():
+                raise AgecheckError(f"video file {path} does not exist")
+            if path.is_dir():
+                raise AgecheckError(f"video source {path} is a directory; expected a video file")
+        self._capture = self._open()
+        if self._capture is None:
+            kind = "camera" if self.live else "video file"
+            raise AgecheckError(
+                f"could not open {kind} {config.source!r}: expected a camera index, device, URL "
+                "or a file OpenCV can read (mp4, avi, gif, ...)"
+            )
+        self._first = self._capture.read()
+        if not self._first[0] and not self.live:
+            raise AgecheckError(f"{config.source} holds no video frames OpenCV can decode")
+        self.fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        if not (0 < self.fps < 1000):
+            self.fps = 30.0 if self.live else 25.0
+        self.resolution_wh = (
+            int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        )
+        self.reconnects = 0
+
+    def _open(self) -> cv2.VideoCapture | None:
+        source = self.config.source
+        capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
+        if not capture.isOpened():
+            capture.release()
+            return None
+        return capture
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield frames until the file ends (unless looping) or the live source gives up."""
+        index, offset_ms, last_ms = 0, 0.0, -1
+        started = self._clock()
+        ok, image = self._first
+        while True:
+            if not ok:
+                if self.live:
+                    ok, image = self._reconnect()
+                    continue
+                if not self.config.loop or index == 0:
+                    return
+                offset_ms = last_ms + 1000.0 / self.fps
+                self._capture.release()
+                self._capture = self._open()
+                if self._capture is None:
+                    return
+                ok, image = self._capture.read()
+                if not ok:
+                    return
+            if self.live:
+                timestamp_ms = int((self._clock() - started) * 1000)
+            else:
+                position = self._capture.get(cv2.CAP_PROP_POS_MSEC)
+                timestamp_ms = int(offset_ms + position)
+            timestamp_ms = max(timestamp_ms, last_ms + 1)  # detectors need strictly increasing time
+            yield Frame(image=image, index=index, timestamp_ms=timestamp_ms)
+            index, last_ms = index + 1, timestamp_ms
+            ok, image = self._capture.read()
+
+    def _reconnect(self) -> tuple[bool, np.ndarray | None]:
+        """Reopen a live source with capped backoff; raise after ``give_up_after_s``."""
+        lost_at = self._clock()
+        delay_ms = self.config.reopen_backoff_ms
+        log.warning("camera %s gave no frame; reopening", self.config.source)
+        while True:
+            if self._clock() - lost_at > self.config.give_up_after_s:
+                raise AgecheckError(
+                    f"camera {self.config.source} gave no frame for {self.config.give_up_after_s:g} s; giving up"
+                )
+            if self._on_wait is not None:
+                self._on_wait()
+            self._sleep(delay_ms / 1000)
+            if self._capture is not None:
+                self._capture.release()
+            self._capture = self._open()
+            if self._capture is not None:
+                ok, image = self._capture.read()
+                if ok:
+                    self.reconnects += 1
+                    log.info("camera %s is back after %.1f s", self.config.source, self._clock() - lost_at)
+                    return ok, image
+            delay_ms = min(delay_ms * 2, self.config.reopen_backoff_max_ms)
+
+    def close(self) -> None:
+        """Release the capture."""
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+    def __enter__(self) -> VideoSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,151 @@
+"""`agecheck`: one command for every job. Bad input is one ``Error:`` line and a non-zero exit."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import sys
+import threading
+
+import click
+
+from edge_app.errors import AgecheckError
+
+
+def user_errors(function):
+    """Turn `AgecheckError` into click's one-line ``Error: ...`` and exit status 1."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except AgecheckError as error:
+            raise click.ClickException(str(error)) from None
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
+def main(verbose: bool) -> None:
+    """agecheck: tell the cashier when a customer may be under the legal age."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _app_config(config_path, model, threshold_age, margin_years, display, source=None, loop=None):
+    """The config file's settings with the command line's flags on top."""
+    from edge_app.config import load_config
+
+    config = load_config(config_path)
+    config = config.override("source", source=source, loop=loop)
+    config = config.override("age_model", model_path=model)
+    config = config.override("policy", threshold_age=threshold_age, margin_years=margin_years)
+    return config.override("output", display=display)
+
+
+def _common_options(function):
+    options = [
+        click.option("--config", "config_path", type=click.Path(), help="TOML config file (flags win)."),
+        click.option("--model", type=click.Path(), help="Age model .tflite (its .json card beside it)."),
+        click.option("--threshold-age", type=float, help="Legal age for alcohol (default 18)."),
+        click.option("--margin-years", type=float, help="Margin over the threshold (default: the card's MAE)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@main.command()
+@click.option("--source", help="Camera index (0), device (/dev/video2), video file or stream URL.")
+@click.option("--loop/--no-loop", default=None, help="Restart a file source at its end.")
+@click.option("--display/--no-display", default=True, show_default=True, help="Show the cashier's window.")
+@_common_options
+@user_errors
+def run(source, loop, display, config_path, model, threshold_age, margin_years):
+    """Watch a live camera (or a looping file) and alert the cashier."""
+    from edge_app.pipeline import run as run_pipeline
+
+    config = _app_config(config_path, model, threshold_age, margin_years, display, source, loop)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # Finish the current frame, then close files and the camera in order.
+        signal.signal(signum, lambda *_: stop.set())
+    run_pipeline(config, should_stop=stop.is_set)
+
+
+@main.command()
+@click.argument("video", required=False, type=click.Path())
+@click.option("--output", type=click.Path(), help="Annotated video (.mp4 or .avi).")
+@click.option("--events", type=click.Path(), help="Events as JSON lines.")
+@click.option("--summary", type=click.Path(), help="Run summary as JSON.")
+@click.option("--display/--no-display", default=False, show_default=True, help="Show frames while replaying.")
+@_common_options
+@user_errors
+def replay(video, output, events, summary, display, config_path, model, threshold_age, margin_years):
+    """Replay a recorded video as fast as the machine allows.
+
+    With no VIDEO, replays the bundled sample clip and writes all outputs to a new folder.
+    """
+    import time
+    from pathlib import Path
+
+    import cv2
+
+    from edge_app.config import DEFAULT_SAMPLE_CLIP
+    from edge_app.pipeline import Outputs
+    from edge_app.pipeline import run as run_pipeline
+
+    folder = None
+    if video is None:
+        video = str(DEFAULT_SAMPLE_CLIP)
+        if not (output or events or summary):
+            folder = Path(f"agecheck-output-{time.strftime('%Y%m%d-%H%M%S')}")
+            output, events, summary = folder / "annotated.mp4", folder / "events.jsonl", folder / "summary.json"
+    config = _app_config(config_path, model, threshold_age, margin_years, display, source=str(video), loop=False)
+    outputs = Outputs(*(Path(p) if p else None for p in (output, events, summary)))
+    capture = cv2.VideoCapture(str(video))
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    capture.release()
+    progress = _LazyProgress(total)
+    try:
+        result = run_pipeline(config, outputs, on_frame=progress.update)
+    finally:
+        progress.close()
+    click.echo(
+        f"{result.frames} frames, {result.faces} faces, {result.tracks} tracks, {result.alerts} alerts; "
+        f"{result.processing_fps:.1f} fps processing ({result.video_fps:.1f} fps video)"
+    )
+    if folder is not None:
+        click.echo(f"outputs in {folder}/ (annotated.mp4, events.jsonl, summary.json)")
+
+
+class _LazyProgress:
+    """A progress bar that appears with the first frame, so start-up errors print alone."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.bar = max(total, 1), 0, None
+
+    def update(self, summary) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=self.total, label="replaying", file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(summary.frames - self.done)
+        self.done = summary.frames
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+def _register_training() -> None:
+    from training.cli import register
+
+    register(main)
+
+
+_register_training()

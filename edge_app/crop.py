@@ -1,0 +1,105 @@
+"""Face crops, shared by the edge app and training so that both see the same pixels.
+
+The age model learns from crops made by :func:`crop_faces` and the app feeds it crops made
+by the same function, with the settings the model card records (``CropSettings``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    """How a detector box becomes a model input.
+
+    Attributes:
+        margin: fraction of the squared box's side added on *each* side. A BlazeFace box
+            spans about forehead to chin, which is how UTKFace's aligned chips are framed
+            (the short-range box is ~96% of a 200 px chip), so a small margin makes live
+            crops look like the training photos. Larger margins add hair line and ears but
+            also background, neighbours and, on cropped photos, padding.
+        pad: ``"edge"`` (replicate) or ``"constant"`` (black) where the expanded box leaves
+            the frame; replicated edges look less unlike a real background than black bars.
+    """
+
+    margin: float = 0.1
+    pad: str = "edge"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.margin <= 2.0:
+            raise ValueError(f"crop margin must be in [0, 2], got {self.margin}")
+        if self.pad not in ("constant", "edge"):
+            raise ValueError(f"crop pad must be 'constant' or 'edge', got {self.pad!r}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready form for the model card."""
+        return asdict(self)
+
+
+def square_boxes(xyxy: np.ndarray, margin: float) -> np.ndarray:
+    """Square each box around its centre and grow it by ``margin`` of its side on each side.
+
+    Args:
+        xyxy: (n, 4) boxes in pixels.
+        margin: fraction of the square's side added on each side.
+
+    Returns:
+        (n, 4) float32 square boxes, not clipped to any image.
+    """
+    xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)
+    centre = (xyxy[:, :2] + xyxy[:, 2:]) / 2
+    side = np.maximum(xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]) * (1 + 2 * margin)
+    half = np.maximum(side, 1.0)[:, None] / 2
+    return np.concatenate([centre - half, centre + half], axis=1).astype(np.float32)
+
+
+def crop_faces(
+    image: np.ndarray, xyxy: np.ndarray, size: int, settings: CropSettings = CropSettings()
+) -> np.ndarray:
+    """Cut square, margin-expanded, edge-padded crops and resize them to ``size``.
+
+    Args:
+        image: (H, W, 3) uint8 image; crops keep its channel order (the app passes RGB).
+        xyxy: (n, 4) face boxes in pixels.
+        size: side of the output crops in pixels.
+        settings: margin and padding, as recorded in the model card.
+
+    Returns:
+        (n, size, size, 3) uint8 crops; (0, size, size, 3) when there are no boxes.
+
+    Raises:
+        ValueError: if ``image`` is not (H, W, 3) uint8 or ``size`` < 1.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    boxes = np.round(square_boxes(xyxy, settings.margin)).astype(np.int64)
+    crops = np.empty((len(boxes), size, size, 3), np.uint8)
+    height, width = image.shape[:2]
+    border = cv2.BORDER_CONSTANT if settings.pad == "constant" else cv2.BORDER_REPLICATE
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+        inside = image[max(y0, 0) : min(y1, height), max(x0, 0) : min(x1, width)]
+        if inside.size == 0:  # the whole box lies outside the frame
+            crops[i] = 0
+            continue
+        padded = cv2.copyMakeBorder(
+            inside,
+            top=max(-y0, 0),
+            bottom=max(y1 - height, 0),
+            left=max(-x0, 0),
+            right=max(x1 - width, 0),
+            borderType=border,
+            value=(0, 0, 0),
+        )
+        # INTER_AREA when shrinking avoids aliasing; most faces are larger than the input.
+        shrink = padded.shape[0] > size
+        crops[i] = cv2.resize(
+            padded, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        )
+    return crops

@@ -1,0 +1,118 @@
+"""Face detection with MediaPipe Tasks BlazeFace -> `Faces`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edge_app.config import DetectorConfig
+from edge_app.errors import AgecheckError
+from edge_app.faces import Faces
+
+# MediaPipe's C++ side logs every graph start at INFO to stderr; keep journald readable.
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+
+def _import_mediapipe():
+    """Import MediaPipe without letting it load TensorFlow.
+
+    MediaPipe imports TensorFlow, when installed, only for its API-doc decorators and falls
+    back when the import fails. Where the training extra is installed that import would
+    cost the edge app seconds of start-up and hundreds of MB, so TensorFlow is hidden from
+    it unless something already loaded it.
+    """
+    if "tensorflow" in sys.modules:
+        import mediapipe
+        from mediapipe.tasks.python import BaseOptions, vision
+    else:
+        sys.modules["tensorflow"] = None  # type: ignore[assignment]  # import raises ModuleNotFoundError
+        try:
+            import mediapipe
+            from mediapipe.tasks.python import BaseOptions, vision
+        finally:
+            del sys.modules["tensorflow"]
+    return mediapipe, BaseOptions, vision
+
+
+mp, BaseOptions, vision = _import_mediapipe()
+
+
+class FaceDetector:
+    """BlazeFace in VIDEO mode (one frame at a time, increasing timestamps) or IMAGE mode.
+
+    Use as a context manager so the MediaPipe graph is closed::
+
+        with FaceDetector(DetectorConfig()) as detector:
+            faces = detector.detect(rgb, timestamp_ms=0)
+    """
+
+    def __init__(self, config: DetectorConfig, video: bool = True) -> None:
+        path = Path(config.model_path)
+        if not path.is_file():
+            raise AgecheckError(f"face detector model {path} does not exist")
+        mode = vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE
+        options = vision.FaceDetectorOptions(
+            base_options=BaseOptions(model_asset_path=str(path)),
+            running_mode=mode,
+            min_detection_confidence=config.min_detection_confidence,
+            min_suppression_threshold=config.min_suppression_threshold,
+        )
+        try:
+            self._detector = vision.FaceDetector.create_from_options(options)
+        except (RuntimeError, ValueError) as error:
+            raise AgecheckError(f"face detector model {path} could not be loaded: {error}") from None
+        self._video = video
+        self._last_timestamp_ms: int | None = None
+
+    def detect(self, rgb: np.ndarray, timestamp_ms: int | None = None) -> Faces:
+        """Find faces in one RGB image.
+
+        Args:
+            rgb: (H, W, 3) uint8 RGB image.
+            timestamp_ms: frame time; required in VIDEO mode and must increase strictly.
+
+        Returns:
+            Faces with ``xyxy`` in pixels of ``rgb`` and ``confidence``.
+
+        Raises:
+            ValueError: if ``timestamp_ms`` is missing in VIDEO mode or does not increase.
+        """
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        if self._video:
+            if timestamp_ms is None:
+                raise ValueError("timestamp_ms is required in VIDEO mode")
+            if self._last_timestamp_ms is not None and timestamp_ms <= self._last_timestamp_ms:
+                raise ValueError(
+                    f"timestamp_ms must increase: got {timestamp_ms} after {self._last_timestamp_ms}"
+                )
+            self._last_timestamp_ms = int(timestamp_ms)
+            result = self._detector.detect_for_video(image, int(timestamp_ms))
+        else:
+            result = self._detector.detect(image)
+        return faces_from_result(result)
+
+    def close(self) -> None:
+        """Release the MediaPipe graph."""
+        self._detector.close()
+
+    def __enter__(self) -> FaceDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def faces_from_result(result: vision.FaceDetectorResult) -> Faces:
+    """Adapt a MediaPipe detection result to `Faces`."""
+    if not result.detections:
+        return Faces.empty()
+    boxes = [d.bounding_box for d in result.detections]
+    xyxy = np.array(
+        [[b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height] for b in boxes],
+        np.float32,
+    )
+    confidence = np.array([d.categories[0].score for d in result.detections], np.float32)
+    return Faces(xyxy=xyxy, confidence=confidence)

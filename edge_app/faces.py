@@ -1,0 +1,88 @@
+"""`Faces`: the one type that flows through detect -> crop -> age -> track -> policy -> overlay."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+UNTRACKED = -1
+
+
+def _check_shape(name: str, array: np.ndarray, shape: tuple[int | None, ...]) -> None:
+    ok = array.ndim == len(shape) and all(
+        want is None or want == got for want, got in zip(shape, array.shape, strict=False)
+    )
+    if not ok:
+        want = "(" + ", ".join("n" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"Faces.{name} must have shape {want}, got {array.shape}")
+
+
+@dataclass
+class Faces:
+    """Faces found in one frame, as parallel numpy arrays of length n.
+
+    Attributes:
+        xyxy: (n, 4) float32 boxes in pixels, ``x_min, y_min, x_max, y_max``.
+        confidence: (n,) float32 detector scores in [0, 1].
+        tracker_id: (n,) int64 track ids; ``UNTRACKED`` (-1) before tracking.
+        age_years: (n,) float32 age estimate in years (the track's aggregate once tracked);
+            NaN where no estimate exists yet.
+        estimates: (n,) int64 number of age estimates behind ``age_years``.
+    """
+
+    xyxy: np.ndarray
+    confidence: np.ndarray
+    tracker_id: np.ndarray = field(default=None)  # type: ignore[assignment]
+    age_years: np.ndarray = field(default=None)  # type: ignore[assignment]
+    estimates: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
+        n = len(self.xyxy)
+        self.confidence = np.asarray(self.confidence, dtype=np.float32)
+        if self.tracker_id is None:
+            self.tracker_id = np.full(n, UNTRACKED, dtype=np.int64)
+        if self.age_years is None:
+            self.age_years = np.full(n, np.nan, dtype=np.float32)
+        if self.estimates is None:
+            self.estimates = np.zeros(n, dtype=np.int64)
+        self.tracker_id = np.asarray(self.tracker_id, dtype=np.int64)
+        self.age_years = np.asarray(self.age_years, dtype=np.float32)
+        self.estimates = np.asarray(self.estimates, dtype=np.int64)
+        for name in ("confidence", "tracker_id", "age_years", "estimates"):
+            _check_shape(name, getattr(self, name), (n,))
+        if n and np.any(self.xyxy[:, 2:] < self.xyxy[:, :2]):
+            raise ValueError(f"Faces.xyxy needs x_max >= x_min and y_max >= y_min, got {self.xyxy}")
+
+    @classmethod
+    def empty(cls) -> Faces:
+        """No faces."""
+        return cls(xyxy=np.empty((0, 4), np.float32), confidence=np.empty(0, np.float32))
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    def __getitem__(self, index: np.ndarray | slice | int | list[int]) -> Faces:
+        """Select faces by boolean mask, index array, slice or int: ``faces[faces.confidence > t]``."""
+        if isinstance(index, (int, np.integer)):
+            index = [int(index)]
+        return Faces(
+            xyxy=self.xyxy[index],
+            confidence=self.confidence[index],
+            tracker_id=self.tracker_id[index],
+            age_years=self.age_years[index],
+            estimates=self.estimates[index],
+        )
+
+    def with_ages(self, age_years: np.ndarray, estimates: np.ndarray | None = None) -> Faces:
+        """A copy with ``age_years`` (and optionally ``estimates``) replaced."""
+        return replace(
+            self,
+            age_years=np.asarray(age_years, np.float32),
+            estimates=self.estimates if estimates is None else np.asarray(estimates, np.int64),
+        )
+
+    def with_tracker_ids(self, tracker_id: np.ndarray) -> Faces:
+        """A copy with ``tracker_id`` replaced."""
+        return replace(self, tracker_id=np.asarray(tracker_id, np.int64))

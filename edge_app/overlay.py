@@ -1,0 +1,64 @@
+"""Draw boxes, ages and the "CHECK ID" banner for the cashier."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from edge_app.faces import Faces
+
+RED, GREEN, GREY, WHITE = (0, 0, 230), (0, 170, 0), (160, 160, 160), (255, 255, 255)
+COLOURS = {1: RED, 0: GREEN, -1: GREY}
+
+
+def draw(
+    image: np.ndarray,
+    faces: Faces,
+    decisions: np.ndarray,
+    threshold_age: float,
+    margin_years: float,
+    fps: float | None = None,
+) -> np.ndarray:
+    """An annotated copy of a BGR frame.
+
+    Args:
+        image: (H, W, 3) uint8 BGR frame (not modified).
+        faces: tracked faces with aggregate ``age_years``.
+        decisions: (n,) from `AgePolicy.decisions`: 1 flagged (red), 0 cleared (green),
+            -1 pending (grey).
+        threshold_age: legal age, for the banner.
+        margin_years: shown as the ± on each age, so nobody reads it as exact.
+        fps: processing rate to show in the corner; ``None`` hides it.
+
+    Returns:
+        (H, W, 3) uint8 BGR image.
+    """
+    out = image.copy()
+    height, width = out.shape[:2]
+    scale = max(height / 720, 0.5)
+    thickness = max(1, round(2 * scale))
+    for box, track_id, age, decision in zip(faces.xyxy, faces.tracker_id, faces.age_years, decisions, strict=True):
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        colour = COLOURS[int(decision)]
+        cv2.rectangle(out, (x0, y0), (x1, y1), colour, thickness)
+        age_text = "age ..." if math.isnan(age) else f"{age:.0f} +/-{margin_years:.0f}"
+        label = f"#{track_id} {age_text}"
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, thickness)
+        top = max(y0 - th - base - 4, 0)
+        cv2.rectangle(out, (x0, top), (x0 + tw + 6, top + th + base + 4), colour, cv2.FILLED)
+        cv2.putText(out, label, (x0 + 3, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, WHITE,
+                    thickness, cv2.LINE_AA)
+    if (decisions == 1).any():
+        banner_h = int(60 * scale) + 10
+        cv2.rectangle(out, (0, 0), (width, banner_h), RED, cv2.FILLED)
+        text = f"CHECK ID - customer may be under {threshold_age:g}"
+        size = 1.1 * scale
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_DUPLEX, size, thickness + 1)
+        cv2.putText(out, text, (max((width - tw) // 2, 4), (banner_h + th) // 2), cv2.FONT_HERSHEY_DUPLEX,
+                    size, WHITE, thickness + 1, cv2.LINE_AA)
+    if fps is not None:
+        cv2.putText(out, f"{fps:.1f} fps", (8, height - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, WHITE,
+                    thickness, cv2.LINE_AA)
+    return out

@@ -1,0 +1,197 @@
+"""The frame loop: capture -> detect -> track -> crop -> age -> policy -> overlay -> outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+
+from edge_app.age_model import AgeRegressor
+from edge_app.alerts import EventSink, JsonlSink, LogSink, event_record
+from edge_app.capture import VideoSource
+from edge_app.config import AppConfig
+from edge_app.crop import crop_faces
+from edge_app.detect import FaceDetector
+from edge_app.errors import AgecheckError
+from edge_app.overlay import draw
+from edge_app.policy import ALERT, AgePolicy
+from edge_app.track import FaceTracker
+
+log = logging.getLogger(__name__)
+WINDOW = "agecheck"
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Files a run writes; ``None`` writes nothing of that kind (no images unless asked)."""
+
+    video: Path | None = None
+    events: Path | None = None
+    summary: Path | None = None
+
+
+@dataclass
+class Summary:
+    """What a run did."""
+
+    source: str
+    frames: int = 0
+    faces: int = 0
+    tracks: int = 0
+    alerts: int = 0
+    age_estimates: int = 0
+    video_fps: float = 0.0
+    processing_fps: float = 0.0
+    duration_s: float = 0.0
+    threshold_age: float = 18
+    margin_years: float = 0.0
+    model: str = ""
+    camera_reconnects: int = 0
+    first_alert_after_track_start_s: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def display_available() -> bool:
+    """A screen to draw on (X11 or Wayland)."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+class VideoWriter:
+    """Annotated frames to a video file, opened on the first frame (its size is known then)."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        if path.is_dir():
+            raise AgecheckError(f"--output {path} is a directory; expected a video file name")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.fps = path, fps
+        self._writer: cv2.VideoWriter | None = None
+
+    def write(self, image) -> None:  # noqa: D102
+        if self._writer is None:
+            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() in (".mp4", ".m4v") else "MJPG"))
+            self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (image.shape[1], image.shape[0]))
+            if not self._writer.isOpened():
+                raise AgecheckError(f"could not write video {self.path}: use a .mp4 or .avi name")
+        self._writer.write(image)
+
+    def close(self) -> None:  # noqa: D102
+        if self._writer is not None:
+            self._writer.release()
+
+
+def run(
+    config: AppConfig,
+    outputs: Outputs = Outputs(),
+    sinks: list[EventSink] | None = None,
+    on_frame: Callable[[Summary], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Summary:
+    """Run the pipeline over ``config.source`` until it ends or ``should_stop()``.
+
+    Args:
+        config: every stage's settings.
+        outputs: annotated video, events and summary files to write.
+        sinks: extra event sinks (the log sink is always on).
+        on_frame: called after each frame with the running summary (progress bars).
+        should_stop: polled once per frame; True finishes the current frame and stops.
+
+    Returns:
+        The run's `Summary` (also written to ``outputs.summary``).
+
+    Raises:
+        AgecheckError: for a bad source, model, card or output path (before any frame).
+    """
+    age_model = AgeRegressor(config.age_model)
+    margin_years = config.policy.margin_years
+    if margin_years is None:
+        margin_years = age_model.card.mae_years
+    tracker = FaceTracker(config.tracker)
+    policy = AgePolicy(config.policy, margin_years, leave_after_ms=config.tracker.max_missing_ms)
+    threshold_age = config.policy.threshold_age
+    show = config.output.display and display_available()
+    if config.output.display and not show:
+        log.info("no display available: running headless")
+
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(VideoSource(config.source))
+        detector = stack.enter_context(FaceDetector(config.detector))
+        video = None
+        if outputs.video:
+            video = stack.enter_context(contextlib.closing(VideoWriter(outputs.video, source.fps)))
+        all_sinks: list[EventSink] = [LogSink(), *(sinks or [])]
+        if outputs.events:
+            all_sinks.append(stack.enter_context(contextlib.closing(JsonlSink(
+                outputs.events, config.output.events_max_bytes, config.output.events_backups))))
+        summary = Summary(source=config.source.source, video_fps=source.fps, threshold_age=threshold_age,
+                          margin_years=round(margin_years, 2), model=Path(config.age_model.model_path).name)
+        started, track_starts = time.monotonic(), {}
+        log.info("running on %s: threshold %g + margin %.2f years", config.source.source, threshold_age, margin_years)
+
+        def emit(events) -> None:
+            for event in events:
+                record = event_record(event, threshold_age, margin_years, source.live)
+                for sink in all_sinks:
+                    sink.send(record)
+                if event.type == "track_start":
+                    summary.tracks += 1
+                    track_starts[event.track_id] = event.timestamp_ms
+                if event.type == ALERT:
+                    summary.alerts += 1
+                    start_ms = track_starts.get(event.track_id, event.timestamp_ms)
+                    summary.first_alert_after_track_start_s.append(round((event.timestamp_ms - start_ms) / 1000, 3))
+                if event.type == "track_end":
+                    track_starts.pop(event.track_id, None)
+
+        last_ms = 0
+        try:
+            for frame in source.frames():
+                rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
+                faces = detector.detect(rgb, timestamp_ms=frame.timestamp_ms)
+                faces = tracker.update(faces, frame.timestamp_ms)
+                due = tracker.due_for_estimate(faces, frame.timestamp_ms)
+                crops = crop_faces(rgb, faces.xyxy[due], age_model.input_size, age_model.card.crop)
+                faces = tracker.add_estimates(faces, due, age_model.predict(crops), frame.timestamp_ms)
+                emit(policy.update(faces, frame.timestamp_ms))
+
+                summary.frames += 1
+                summary.faces += len(faces)
+                summary.age_estimates += len(crops)
+                summary.duration_s = time.monotonic() - started
+                summary.processing_fps = summary.frames / max(summary.duration_s, 1e-9)
+                last_ms = frame.timestamp_ms
+                if video is not None or show:
+                    annotated = draw(frame.image, faces, policy.decisions(faces), threshold_age, margin_years,
+                                     fps=summary.processing_fps)
+                    if video is not None:
+                        video.write(annotated)
+                    if show:
+                        cv2.imshow(WINDOW, annotated)
+                        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                            break
+                if on_frame is not None:
+                    on_frame(summary)
+                if should_stop():
+                    break
+        finally:
+            emit(policy.finish(last_ms))
+            summary.camera_reconnects = source.reconnects
+            summary.processing_fps = round(summary.processing_fps, 2)
+            summary.duration_s = round(summary.duration_s, 2)
+            if outputs.summary:
+                outputs.summary.parent.mkdir(parents=True, exist_ok=True)
+                outputs.summary.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+            if show:
+                cv2.destroyAllWindows()
+    log.info("done: %d frames, %d faces, %d tracks, %d alerts, %.1f fps",
+             summary.frames, summary.faces, summary.tracks, summary.alerts, summary.processing_fps)
+    return summary
