@@ -1,0 +1,283 @@
+"""Labelled face photos in three layouts, and the crops every training command uses.
+
+Layouts, recognised by what the folder holds:
+
+1. ``seeds``: ``labels.csv`` (``file_name,real_age``) and images in ``final_files/``.
+2. ``appa-real``: ``train/ valid/ test/`` with ``gt_avg_{train,valid,test}.csv`` (its own split).
+3. ``utkface``: images named ``AGE_GENDER_RACE_*.jpg`` (in the folder or its ``images/``);
+   the age is the first number.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_app.config import DetectorConfig
+from edge_app.crop import CropSettings, crop_faces
+from edge_app.detect import FaceDetector
+from edge_app.errors import AgecheckError
+
+log = logging.getLogger(__name__)
+
+MAX_AGE_YEARS = 120
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+LAYOUTS_HELP = (
+    "expected one of: (1) labels.csv (file_name,real_age) with images in final_files/; "
+    "(2) APPA-REAL train/ valid/ test/ with gt_avg_train.csv, gt_avg_valid.csv, gt_avg_test.csv; "
+    "(3) images named AGE_GENDER_RACE_*.jpg (UTKFace)"
+)
+APPA_SPLITS = {"train": "train", "valid": "val", "test": "test"}
+GENDERS = {0: "male", 1: "female"}
+RACES = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "other"}
+
+
+class DataError(AgecheckError):
+    """A dataset that cannot be read as any known layout, or a bad label."""
+
+
+@dataclass
+class LabelledImages:
+    """Image paths with real ages and what else the layout tells.
+
+    Attributes:
+        layout: ``seeds``, ``appa-real`` or ``utkface``.
+        paths: image files.
+        age_years: (n,) float32 real ages.
+        split: (n,) ``train``/``val``/``test`` from the layout, or ``""`` when it has none.
+        gender: (n,) int, -1 where unknown (UTKFace: 0 male, 1 female).
+        race: (n,) int, -1 where unknown (UTKFace: 0 white, 1 black, 2 asian, 3 indian, 4 other).
+    """
+
+    root: Path
+    layout: str
+    paths: list[Path]
+    age_years: np.ndarray
+    split: np.ndarray
+    gender: np.ndarray = field(default=None)  # type: ignore[assignment]
+    race: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        n = len(self.paths)
+        if self.gender is None:
+            self.gender = np.full(n, -1, np.int64)
+        if self.race is None:
+            self.race = np.full(n, -1, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, indices: np.ndarray) -> LabelledImages:
+        """The images at ``indices``."""
+        return LabelledImages(
+            root=self.root,
+            layout=self.layout,
+            paths=[self.paths[i] for i in indices],
+            age_years=self.age_years[indices],
+            split=self.split[indices],
+            gender=self.gender[indices],
+            race=self.race[indices],
+        )
+
+
+def _parse_age(text: str, where: str) -> float:
+    try:
+        age = float(text)
+    except ValueError:
+        raise DataError(f"{where}: age {text!r} is not a number; expected years in 0-{MAX_AGE_YEARS}") from None
+    if not (0 <= age <= MAX_AGE_YEARS):
+        raise DataError(f"{where}: age {text!r} is outside 0-{MAX_AGE_YEARS} years")
+    return age
+
+
+def _read_csv_labels(csv_path: Path, image_dir: Path) -> tuple[list[Path], list[float]]:
+    with open(csv_path, newline="", encoding="utf-8") as file:
+        reader = csv.DictReader(file)
+        columns = reader.fieldnames or []
+        for need in ("file_name", "real_age"):
+            if need not in columns:
+                raise DataError(f"{csv_path}: missing column {need!r}; found columns {columns}")
+        paths, ages = [], []
+        for line, row in enumerate(reader, start=2):
+            ages.append(_parse_age(row["real_age"].strip(), f"{csv_path} line {line}"))
+            paths.append(image_dir / row["file_name"].strip())
+    return paths, ages
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def load_labels(data_dir: str | Path) -> LabelledImages:
+    """Find the layout of ``data_dir`` and read its labels.
+
+    Raises:
+        DataError: if the folder is missing, empty, matches no layout, or holds a bad label.
+    """
+    root = Path(data_dir)
+    if not root.exists():
+        raise DataError(f"data folder {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"data path {root} is not a folder; {LAYOUTS_HELP}")
+    if (root / "labels.csv").is_file() or (root / "final_files").is_dir():
+        if not (root / "labels.csv").is_file():
+            raise DataError(f"{root} has final_files/ but no labels.csv (file_name,real_age)")
+        paths, ages = _read_csv_labels(root / "labels.csv", root / "final_files")
+        return LabelledImages(root, "seeds", paths, np.array(ages, np.float32), np.full(len(paths), ""))
+    if any((root / f"gt_avg_{name}.csv").is_file() for name in APPA_SPLITS):
+        paths, ages, splits = [], [], []
+        for name, split in APPA_SPLITS.items():
+            csv_path = root / f"gt_avg_{name}.csv"
+            if not csv_path.is_file():
+                raise DataError(f"{root} looks like APPA-REAL but lacks {csv_path.name}")
+            part_paths, part_ages = _read_csv_labels(csv_path, root / name)
+            paths += part_paths
+            ages += part_ages
+            splits += [split] * len(part_paths)
+        return LabelledImages(root, "appa-real", paths, np.array(ages, np.float32), np.array(splits))
+    images = _image_files(root) or (_image_files(root / "images") if (root / "images").is_dir() else [])
+    if not images:
+        raise DataError(f"data folder {root} holds no labels and no images; {LAYOUTS_HELP}")
+    ages, genders, races = [], [], []
+    for path in images:
+        fields = path.name.split("_")
+        if len(fields) < 2 or not re.fullmatch(r"-?\d+(\.\d+)?", fields[0]):
+            raise DataError(
+                f"{path}: file name does not start with an age (AGE_GENDER_RACE_*.jpg); {LAYOUTS_HELP}"
+            )
+        ages.append(_parse_age(fields[0], str(path)))
+        genders.append(int(fields[1]) if fields[1] in ("0", "1") else -1)
+        races.append(int(fields[2]) if len(fields) > 3 and fields[2] in "01234" and fields[2] else -1)
+    return LabelledImages(
+        root, "utkface", images, np.array(ages, np.float32), np.full(len(images), ""),
+        np.array(genders, np.int64), np.array(races, np.int64),
+    )
+
+
+def split_indices(
+    images: LabelledImages, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation indices.
+
+    The layout's own split wins (APPA-REAL: ``valid`` is validation, ``test`` is left out).
+    Otherwise each file goes to validation by a hash of ``seed`` and its name, so the split
+    does not depend on file order and ``agecheck evaluate --split val`` finds the same images.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if (images.split != "").any():
+        return np.flatnonzero(images.split == "train"), np.flatnonzero(images.split == "val")
+    buckets = np.array(
+        [zlib.crc32(f"{seed}:{p.name}".encode()) % 10_000 for p in images.paths], np.int64
+    )
+    is_val = buckets < round(val_fraction * 10_000)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+@dataclass
+class Crops:
+    """Model inputs made from a `LabelledImages`.
+
+    Attributes:
+        images: (m, S, S, 3) uint8 RGB crops of the readable images.
+        index: (m,) positions of those images in the source `LabelledImages`.
+        unreadable: paths that could not be decoded (skipped).
+        no_face: paths where no face was found (used whole, or skipped with ``require_face``).
+    """
+
+    images: np.ndarray
+    index: np.ndarray
+    unreadable: list[str]
+    no_face: list[str]
+
+
+def _read_rgb(path: Path) -> np.ndarray | None:
+    data = np.fromfile(path, np.uint8) if path.is_file() else np.empty(0, np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def iter_face_crops(
+    images: LabelledImages,
+    size: int,
+    crop: CropSettings,
+    detector_config: DetectorConfig,
+    require_face: bool = False,
+) -> Iterator[tuple[int, np.ndarray | None, str]]:
+    """Yield ``(position, crop, status)``, status ``ok``, ``no_face`` or ``unreadable``.
+
+    The face is found by the app's detector and cut by the app's ``crop_faces``, so training
+    crops look like live crops. The most confident face is used; photos with none are used
+    whole (already-cropped datasets) unless ``require_face``.
+    """
+    with FaceDetector(detector_config, video=False) as detector:
+        for position, path in enumerate(images.paths):
+            rgb = _read_rgb(path)
+            if rgb is None:
+                yield position, None, "unreadable"
+                continue
+            faces = detector.detect(rgb)
+            if len(faces):
+                box = faces.xyxy[np.argmax(faces.confidence)][None]
+                yield position, crop_faces(rgb, box, size, crop)[0], "ok"
+            elif require_face:
+                yield position, None, "no_face"
+            else:
+                whole = np.array([[0, 0, rgb.shape[1], rgb.shape[0]]], np.float32)
+                yield position, crop_faces(rgb, whole, size, CropSettings(0.0, crop.pad))[0], "no_face"
+
+
+def load_crops(
+    images: LabelledImages,
+    size: int,
+    crop: CropSettings,
+    detector_config: DetectorConfig,
+    cache_dir: Path | None = None,
+    require_face: bool = False,
+    progress: bool = False,
+) -> Crops:
+    """Decode, detect and crop every image once, keeping uint8 crops in memory.
+
+    With ``cache_dir`` the crops are saved there (never inside the project: they are
+    derived from the dataset) and reused when the same images and settings come again.
+    """
+    key = hashlib.sha256(
+        repr((size, crop, detector_config, require_face, [str(p) for p in images.paths])).encode()
+    ).hexdigest()[:16]
+    cache = cache_dir / f"crops-{size}px-{key}.npz" if cache_dir else None
+    if cache is not None and cache.is_file():
+        stored = np.load(cache, allow_pickle=False)
+        log.info("using cached crops %s", cache)
+        return Crops(
+            stored["images"], stored["index"], list(stored["unreadable"]), list(stored["no_face"])
+        )
+    out = np.empty((len(images), size, size, 3), np.uint8)
+    kept, unreadable, no_face = [], [], []
+    for position, face, status in iter_face_crops(images, size, crop, detector_config, require_face):
+        if status == "unreadable":
+            unreadable.append(str(images.paths[position]))
+            log.warning("skipping unreadable image %s", images.paths[position])
+        if status == "no_face":
+            no_face.append(str(images.paths[position]))
+        if face is not None:
+            out[len(kept)] = face
+            kept.append(position)
+        if progress and (position + 1) % 1000 == 0:
+            log.info("cropped %d/%d images", position + 1, len(images))
+    crops = Crops(out[: len(kept)], np.array(kept, np.int64), unreadable, no_face)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, images=crops.images, index=crops.index,
+                 unreadable=np.array(unreadable, dtype=str), no_face=np.array(no_face, dtype=str))
+        tmp.replace(cache)
+    return crops

@@ -1,0 +1,210 @@
+"""`agecheck evaluate`: error by age band, the alcohol policy's hits and misses, per group."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edge_app.age_model import AgeRegressor
+from edge_app.config import AgeModelConfig
+from edge_app.errors import AgecheckError
+from training.data import GENDERS, RACES, load_crops, load_labels, split_indices
+from training.export import RunSettings, detector_from_card, load_float_model, predict_keras
+from training.metrics import calibrate_margins, errors, policy_shares
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("all", "train", "val")
+
+
+def _predictor(model_path: Path):
+    """(predict function, settings, card margin) for a ``.tflite`` (with card) or ``.keras``."""
+    if model_path.suffix == ".tflite":
+        regressor = AgeRegressor(AgeModelConfig(model_path=str(model_path), num_threads=os.cpu_count() or 1))
+        card = regressor.card.data
+        validation = card.get("validation", {})
+        settings = RunSettings(
+            image_size=regressor.input_size,
+            crop=regressor.card.crop,
+            detector=detector_from_card(card),
+            seed=validation.get("seed", 42),
+            val_fraction=validation.get("val_fraction", 0.2),
+            report={},
+        )
+        return regressor.predict, settings, regressor.card.mae_years
+    if model_path.suffix == ".keras":
+        model = load_float_model(model_path)
+        settings = RunSettings.for_model(model_path, int(model.input_shape[1]))
+        return (lambda crops: predict_keras(model, crops)), settings, settings.report.get("best_val_mae")
+    raise AgecheckError(f"--model {model_path}: expected a .tflite (with its .json card) or a .keras file")
+
+
+def group_figures(true_years, predicted, labels, names, threshold_age, margin_years) -> dict:
+    """Errors and policy shares for each labelled group (e.g. gender, race)."""
+    out = {}
+    for code, name in names.items():
+        mask = labels == code
+        if mask.any():
+            out[name] = {
+                "errors": errors(true_years[mask], predicted[mask]),
+                "policy": policy_shares(true_years[mask], predicted[mask], threshold_age, margin_years),
+            }
+    return out
+
+
+def plot_error_by_age(true_years, predicted, out_png: Path, title: str) -> None:
+    """Prediction against true age, and MAE per year of age."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.scatter(true_years, predicted, s=3, alpha=0.3)
+    top = max(float(np.max(true_years)), float(np.max(predicted)), 1.0)
+    left.plot([0, top], [0, top], "k--", lw=1, label="perfect")
+    left.set(xlabel="true age (years)", ylabel="predicted age (years)", title=title)
+    left.legend()
+    ages = np.arange(int(np.max(true_years)) + 1)
+    mae = [np.abs(predicted[true_years.astype(int) == a] - a).mean() if (true_years.astype(int) == a).any()
+           else np.nan for a in ages]
+    right.plot(ages, mae, ".-")
+    right.axvspan(13, 18, color="orange", alpha=0.2, label="13-17")
+    right.set(xlabel="true age (years)", ylabel="MAE (years)", title="error by age")
+    right.legend()
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+
+
+def plot_tradeoff(true_years, predicted, threshold_age, marked: dict[str, float], out_png: Path) -> None:
+    """Share of minors flagged against share of 25+ adults flagged, as the margin grows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    margins = np.linspace(0, 20, 81)
+    shares = [policy_shares(true_years, predicted, threshold_age, m) for m in margins]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.plot([s["age_25_plus_flagged"] for s in shares], [s["minors_flagged"] for s in shares], "-")
+    for label, margin in marked.items():
+        s = policy_shares(true_years, predicted, threshold_age, margin)
+        ax.plot(s["age_25_plus_flagged"], s["minors_flagged"], "o")
+        ax.annotate(f"{label}: +{margin:.1f} y", (s["age_25_plus_flagged"], s["minors_flagged"]),
+                    textcoords="offset points", xytext=(6, -10))
+    ax.set(xlabel="share of 25+ adults asked for ID", ylabel=f"share of under-{threshold_age:g}s asked for ID",
+           title=f"ID-check trade-off as the margin over {threshold_age:g} grows")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+
+
+def evaluate(
+    model_path: str | Path,
+    data_dir: str | Path,
+    predictions_csv: str | Path,
+    report_json: str | Path,
+    split: str = "all",
+    detect_faces: bool = False,
+    threshold_age: float = 18,
+    margin_years: float | None = None,
+) -> dict:
+    """Score a model on labelled photos and write predictions, report and plots.
+
+    Crops are made as in training (detect, crop by the card's settings; photos with no
+    face are used whole, as for already-cropped datasets). With ``detect_faces`` (uncropped
+    photos) a photo with no face is listed and left out instead.
+
+    Raises:
+        AgecheckError: for a bad model, data folder or split.
+    """
+    if split not in SPLITS:
+        raise AgecheckError(f"--split {split!r}: expected one of {SPLITS}")
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise AgecheckError(f"model {model_path} does not exist")
+    predict, settings, card_margin = _predictor(model_path)
+    margin = margin_years if margin_years is not None else card_margin
+    if margin is None:
+        raise AgecheckError(f"{model_path} records no MAE to use as the margin: pass --margin")
+    images = load_labels(data_dir)
+    if split != "all":
+        train_idx, val_idx = split_indices(images, settings.val_fraction, settings.seed)
+        images = images.subset(train_idx if split == "train" else val_idx)
+    crops = load_crops(images, settings.image_size, settings.crop, settings.detector, require_face=detect_faces)
+    if len(crops.images) == 0:
+        raise AgecheckError(f"no image in {data_dir} could be scored ({len(crops.unreadable)} unreadable, "
+                            f"{len(crops.no_face)} without a face)")
+    predicted = predict(crops.images).astype(np.float64)
+    true_years = images.age_years[crops.index].astype(np.float64)
+
+    predictions_csv, report_json = Path(predictions_csv), Path(report_json)
+    for path in (predictions_csv, report_json):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with open(predictions_csv, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["file_name", "real_age", "predicted_age"])
+        for position, age in zip(crops.index, predicted, strict=True):
+            writer.writerow([images.paths[position].name, f"{images.age_years[position]:g}", f"{age:.2f}"])
+
+    margins = calibrate_margins(true_years, predicted, threshold_age)
+    report = {
+        "model": str(model_path),
+        "data": str(data_dir),
+        "split": split,
+        "images": len(images),
+        "scored": int(len(predicted)),
+        "unreadable": len(crops.unreadable),
+        "no_face": len(crops.no_face),
+        "no_face_files": [Path(p).name for p in crops.no_face] if detect_faces else [],
+        "no_face_handling": "left out" if detect_faces else "used whole (already-cropped photos)",
+        "errors": errors(true_years, predicted),
+        "policy": policy_shares(true_years, predicted, threshold_age, margin),
+        "calibration": {
+            q: {"margin_years": m, **policy_shares(true_years, predicted, threshold_age, m)}
+            for q, m in margins.items() if m is not None
+        },
+    }
+    gender, race = images.gender[crops.index], images.race[crops.index]
+    if (gender >= 0).any():
+        report["by_gender"] = group_figures(true_years, predicted, gender, GENDERS, threshold_age, margin)
+    if (race >= 0).any():
+        report["by_race"] = group_figures(true_years, predicted, race, RACES, threshold_age, margin)
+    report_json.write_text(json.dumps(report, indent=2) + "\n")
+    plot_error_by_age(true_years, predicted, report_json.with_suffix(".error_by_age.png"), model_path.name)
+    marked = {"card MAE": margin} | {f"{float(q):.1%} minors": m for q, m in margins.items() if m is not None}
+    plot_tradeoff(true_years, predicted, threshold_age, marked, report_json.with_suffix(".tradeoff.png"))
+    return report
+
+
+def summary_lines(report: dict) -> list[str]:
+    """A readable summary of an evaluation report."""
+    e, p = report["errors"], report["policy"]
+
+    def pct(x):
+        return "n/a" if x is None else f"{x:.1%}"
+
+    lines = [
+        f"scored {report['scored']} of {report['images']} images ({report['unreadable']} unreadable, "
+        f"{report['no_face']} without a face: {report['no_face_handling']})",
+        f"MAE {e['mae']:.2f} years, RMSE {e['rmse']:.2f}, bias {e['bias']:+.2f}",
+        "MAE by age band: " + ", ".join(
+            f"{band} {v['mae']:.1f} (n={v['count']})" for band, v in e["bands"].items() if v["count"]
+        ),
+        f"ID check below {p['threshold_age']:g} + {p['margin_years']:.2f}: under-{p['threshold_age']:g}s flagged "
+        f"{pct(p['minors_flagged'])}, 13-17 {pct(p['age_13_17_flagged'])}, 18-24 {pct(p['age_18_24_flagged'])}, "
+        f"25+ {pct(p['age_25_plus_flagged'])}",
+    ]
+    for q, c in report["calibration"].items():
+        lines.append(f"to flag {float(q):.1%} of minors: margin {c['margin_years']:.1f} years, "
+                     f"25+ flagged {pct(c['age_25_plus_flagged'])}")
+    return lines

@@ -1,0 +1,258 @@
+"""`agecheck export`: Keras regressor -> full-integer int8 ``.tflite`` + model card."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_app.age_model import AgeRegressor
+from edge_app.config import MODELS_DIR, AgeModelConfig, DetectorConfig
+from edge_app.crop import CropSettings
+from edge_app.errors import AgecheckError
+from edge_app.model_card import ModelCard, write_card
+from training.data import LabelledImages, load_crops, load_labels, split_indices
+from training.metrics import calibrate_margins, errors, policy_shares
+from training.train import PHOTO_DETECTOR
+
+log = logging.getLogger(__name__)
+
+LICENCES = {
+    "utkface": "UTKFace (Zhang, Song, Qi, CVPR 2017): non-commercial research only",
+    "appa-real": "APPA-REAL (ChaLearn LAP 2016): see the dataset's licence",
+    "seeds": "APPA-REAL-derived set of the original notebooks: see the dataset's licence",
+}
+
+
+def _detector_from(saved: dict | None) -> DetectorConfig:
+    """The run's photo detector, found in this checkout's ``models/`` by file name."""
+    if not saved:
+        return PHOTO_DETECTOR
+    name = Path(saved["model_path"]).name
+    return DetectorConfig(**(saved | {"model_path": str(MODELS_DIR / name)}))
+
+
+def detector_from_card(card: dict) -> DetectorConfig:
+    """The photo detector a card says its training crops were made with."""
+    saved = card.get("detector")
+    if not saved:
+        return PHOTO_DETECTOR
+    return _detector_from({"model_path": saved["model"],
+                           "min_detection_confidence": saved["min_detection_confidence"]})
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What export and evaluate need to know about how a model was trained."""
+
+    image_size: int
+    crop: CropSettings
+    detector: DetectorConfig
+    seed: int
+    val_fraction: float
+    report: dict
+
+    @classmethod
+    def for_model(cls, model_path: Path, image_size: int) -> RunSettings:
+        """Read the run folder beside ``model.keras``; defaults where it has none."""
+        config_path = model_path.parent / "train_config.json"
+        report_path = model_path.parent / "report.json"
+        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+        if not config:
+            log.warning("no train_config.json beside %s: using default crop and split settings", model_path)
+        return cls(
+            image_size=image_size,
+            crop=CropSettings(**config.get("crop", {})),
+            detector=_detector_from(config.get("detector")),
+            seed=config.get("seed", 42),
+            val_fraction=config.get("val_fraction", 0.2),
+            report=report,
+        )
+
+
+def load_float_model(model_path: str | Path):
+    """Load a trained ``.keras`` regressor as a float32 model.
+
+    Training may have run under mixed precision; its variables are float32 either way, so
+    the model is rebuilt under a float32 policy and the weights loaded into it. Conversion
+    and evaluation then see plain float32 graphs.
+
+    Raises:
+        AgecheckError: if the file is missing or not a model of this project.
+    """
+    import keras
+
+    from training.model import build_model
+
+    path = Path(model_path)
+    if not path.is_file():
+        raise AgecheckError(f"model {path} does not exist")
+    try:
+        saved = keras.models.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for a bad file
+        raise AgecheckError(f"model {path} could not be loaded as a Keras model: {error}") from None
+    image_size = int(saved.input_shape[1])
+    keras.mixed_precision.set_global_policy("float32")
+    model = build_model(image_size, weights="none")
+    model.set_weights(saved.get_weights())
+    return model
+
+
+def convert_int8(model, representative: np.ndarray, out_path: Path) -> None:
+    """Full-integer post-training quantization: uint8 RGB in, int8 inside, float32 age out.
+
+    Args:
+        model: float32 Keras regressor.
+        representative: (m, S, S, 3) uint8 real training crops; a few hundred calibrate the
+            activation ranges.
+        out_path: where the ``.tflite`` goes.
+    """
+    import keras
+    import tensorflow as tf
+
+    size = int(model.input_shape[1])
+    with tempfile.TemporaryDirectory() as saved_model:
+        # The SavedModel route freezes the variables; from_concrete_functions on a Keras 3
+        # model leaves READ_VARIABLE ops that the calibrator cannot run.
+        model.export(
+            saved_model,
+            format="tf_saved_model",
+            verbose=False,
+            input_signature=[keras.InputSpec(shape=(None, size, size, 3), dtype="float32")],
+        )
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: (
+            [crop[None].astype(np.float32)] for crop in representative
+        )
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.float32
+        out_path.write_bytes(converter.convert())
+
+
+def predict_keras(model, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Ages in years from a Keras regressor."""
+    return model.predict(crops.astype(np.float32), batch_size=batch_size, verbose=0).reshape(-1)
+
+
+def validation_crops(
+    data_dir: str | Path, settings: RunSettings, cache_dir: Path | None
+) -> tuple[LabelledImages, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, crops, train/val positions into the crops (as training split them), crop index.
+
+    ``index[i]`` is the position in the labels of crop ``i``.
+    """
+    images = load_labels(data_dir)
+    max_images = settings.report.get("config", {}).get("max_images", 0)
+    if max_images:
+        images = images.subset(np.arange(min(max_images, len(images))))
+    crops = load_crops(images, settings.image_size, settings.crop, settings.detector, cache_dir)
+    train_idx, val_idx = split_indices(images, settings.val_fraction, settings.seed)
+    position = {int(image): i for i, image in enumerate(crops.index)}
+    train = np.array([position[i] for i in train_idx if i in position], np.int64)
+    val = np.array([position[i] for i in val_idx if i in position], np.int64)
+    if len(val) == 0:
+        raise AgecheckError(f"no readable validation images in {data_dir}")
+    return images, crops.images, train, val, crops.index
+
+
+def export(
+    model_path: str | Path,
+    data_dir: str | Path,
+    out_path: str | Path,
+    calibration_images: int = 300,
+    max_mae_increase: float = 0.5,
+    threshold_age: float = 18,
+    data_licence: str | None = None,
+) -> dict:
+    """Quantize, measure, and write ``out_path`` with its card, or refuse and write nothing.
+
+    Raises:
+        AgecheckError: if the int8 model's validation MAE is more than ``max_mae_increase``
+            years worse than the float model's (nothing is written then), or for bad input.
+    """
+    model_path, out_path = Path(model_path), Path(out_path)
+    if out_path.suffix != ".tflite":
+        raise AgecheckError(f"--out {out_path} must end in .tflite")
+    model = load_float_model(model_path)
+    settings = RunSettings.for_model(model_path, int(model.input_shape[1]))
+    cache = model_path.parent / "cache"
+    images, crops, train, val, index = validation_crops(data_dir, settings, cache)
+    rng = np.random.default_rng(settings.seed)
+    pool = train if len(train) else val
+    representative = crops[rng.choice(pool, size=min(calibration_images, len(pool)), replace=False)]
+    true_years = images.age_years[index[val]]
+
+    float_pred = predict_keras(model, crops[val])
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        candidate = Path(tmp) / out_path.name
+        convert_int8(model, representative, candidate)
+        write_card(candidate, {"architecture": "ResNet50 regressor", "input_size": settings.image_size,
+                               "crop": settings.crop.to_dict(), "mae": 0.0})
+        regressor = AgeRegressor(AgeModelConfig(model_path=str(candidate), num_threads=os.cpu_count() or 1))
+        int8_pred = regressor.predict(crops[val])
+        float_errors, int8_errors = errors(true_years, float_pred), errors(true_years, int8_pred)
+        increase = int8_errors["mae"] - float_errors["mae"]
+        if increase > max_mae_increase:
+            raise AgecheckError(
+                f"int8 model's validation MAE {int8_errors['mae']:.2f} is {increase:.2f} years worse than "
+                f"the float model's {float_errors['mae']:.2f} (allowed: {max_mae_increase}); "
+                "nothing written: try more --calibration-images"
+            )
+        margins = calibrate_margins(true_years, int8_pred, threshold_age)
+        card = {
+            "architecture": "ResNet50 regressor",
+            "input_size": settings.image_size,
+            "input": "uint8 RGB face crop, values 0-255; ResNet50 preprocessing is inside the model",
+            "output": "float32 age in years",
+            "quantization": f"full-integer int8 post-training, calibrated on {len(representative)} training crops",
+            "crop": settings.crop.to_dict(),
+            "detector": {
+                "model": Path(settings.detector.model_path).name,
+                "min_detection_confidence": settings.detector.min_detection_confidence,
+            },
+            "training_data": {
+                "layout": images.layout,
+                "folder": images.root.name if images.root.name != "images" else images.root.parent.name,
+                "images": len(images),
+                "licence": data_licence or LICENCES[images.layout],
+            },
+            "training": {
+                k: settings.report.get(k)
+                for k in ("precision", "best_val_mae", "best_epoch", "epochs_run", "dummy_val_mae")
+            } | {k: settings.report.get("config", {}).get(k)
+                 for k in ("weights", "epochs", "batch_size", "learning_rate", "warmup_epochs", "augment")},
+            "validation": {
+                "split": "layout's own" if (images.split != "").any() else "hash of seed and file name",
+                "seed": settings.seed,
+                "val_fraction": settings.val_fraction,
+                "images": int(len(val)),
+            },
+            "date": datetime.date.today().isoformat(),
+            "mae": round(int8_errors["mae"], 3),
+            "rmse": round(int8_errors["rmse"], 3),
+            "float_mae": round(float_errors["mae"], 3),
+            "float_rmse": round(float_errors["rmse"], 3),
+            "int8_bands": int8_errors["bands"],
+            "calibration": {
+                "threshold_age": threshold_age,
+                "margin_years_to_flag_share_of_minors": margins,
+                "policy_at_card_mae": policy_shares(true_years, int8_pred, threshold_age, int8_errors["mae"]),
+            },
+        }
+        shutil.move(str(candidate), out_path)
+    card_path = write_card(out_path, card)
+    ModelCard.load(out_path)  # the app must accept what we ship
+    log.info("wrote %s and %s: int8 MAE %.2f, float MAE %.2f", out_path, card_path,
+             int8_errors["mae"], float_errors["mae"])
+    return json.loads(card_path.read_text())

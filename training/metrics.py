@@ -1,0 +1,87 @@
+"""Error and alcohol-policy figures from true and predicted ages (numpy only)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+AGE_BANDS = [(0, 12), (13, 17), (18, 24), (25, 39), (40, 59), (60, 200)]
+CALIBRATION_QUANTILES = (0.95, 0.99, 0.995)
+
+
+def band_name(lo: int, hi: int) -> str:
+    """``(60, 200)`` -> ``60+``; ``(13, 17)`` -> ``13-17``."""
+    return f"{lo}+" if hi >= 200 else f"{lo}-{hi}"
+
+
+def errors(true_years: np.ndarray, predicted_years: np.ndarray) -> dict:
+    """MAE, RMSE and mean signed error (predicted - true), overall and per age band.
+
+    Ages are whole years in the labels, so a band ``13-17`` holds true ages 13 <= age < 18.
+    """
+    true_years = np.asarray(true_years, np.float64)
+    diff = np.asarray(predicted_years, np.float64) - true_years
+
+    def summary(mask: np.ndarray) -> dict:
+        d = diff[mask]
+        if d.size == 0:
+            return {"count": 0, "mae": None, "rmse": None, "bias": None}
+        return {
+            "count": int(d.size),
+            "mae": float(np.abs(d).mean()),
+            "rmse": float(np.sqrt((d**2).mean())),
+            "bias": float(d.mean()),
+        }
+
+    result = summary(np.ones_like(diff, bool))
+    result["bands"] = {
+        band_name(lo, hi): summary((true_years >= lo) & (true_years < hi + 1)) for lo, hi in AGE_BANDS
+    }
+    return result
+
+
+def _share(mask: np.ndarray) -> float | None:
+    return float(mask.mean()) if mask.size else None
+
+
+def policy_shares(
+    true_years: np.ndarray, predicted_years: np.ndarray, threshold_age: float, margin_years: float
+) -> dict:
+    """Who a gate "predicted < threshold_age + margin_years" sends to an ID check.
+
+    Returns shares in [0, 1] (``None`` where a group is empty) of under-threshold customers
+    flagged (``minors_flagged``: higher is safer), of 13-17s, of 18-24s and of 25+ adults
+    flagged needlessly (lower is kinder to customers), with the group sizes.
+    """
+    true_years = np.asarray(true_years, np.float64)
+    flagged = np.asarray(predicted_years, np.float64) < threshold_age + margin_years
+    groups = {
+        "minors": true_years < threshold_age,
+        "age_13_17": (true_years >= 13) & (true_years < 18),
+        "age_18_24": (true_years >= 18) & (true_years < 25),
+        "age_25_plus": true_years >= 25,
+    }
+    shares = {f"{name}_flagged": _share(flagged[mask]) for name, mask in groups.items()}
+    shares.update({f"{name}_count": int(mask.sum()) for name, mask in groups.items()})
+    shares.update({"threshold_age": float(threshold_age), "margin_years": float(margin_years)})
+    return shares
+
+
+def calibrate_margins(
+    true_years: np.ndarray,
+    predicted_years: np.ndarray,
+    threshold_age: float,
+    quantiles: tuple[float, ...] = CALIBRATION_QUANTILES,
+) -> dict[str, float | None]:
+    """The least margin at which each share of under-threshold customers would be flagged.
+
+    A minor is flagged when ``predicted < threshold_age + margin``, so the margin that flags
+    a share q of minors is the q-quantile of their predictions minus the threshold (plus a
+    hair, because the comparison is strict). ``None`` when there are no minors.
+    """
+    true_years = np.asarray(true_years, np.float64)
+    minors = np.asarray(predicted_years, np.float64)[true_years < threshold_age]
+    if minors.size == 0:
+        return {str(q): None for q in quantiles}
+    return {
+        str(q): float(np.quantile(minors, q, method="higher") - threshold_age + 0.01) for q in quantiles
+    }

@@ -1,0 +1,92 @@
+"""The original notebooks' regressor: ResNet50 -> global average pooling -> Dense(1, ReLU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+from keras import layers, ops
+
+from edge_app.errors import AgecheckError
+
+# ResNet50's ImageNet preprocessing ("caffe" mode): RGB -> BGR, minus the ImageNet BGR means.
+IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="agecheck")
+class ResNetPreprocess(layers.Layer):
+    """ResNet50's input preprocessing inside the model, so the ``.tflite`` takes uint8 RGB."""
+
+    def call(self, inputs):  # noqa: D102
+        bgr = ops.flip(ops.cast(inputs, self.compute_dtype), axis=-1)
+        return bgr - ops.convert_to_tensor(IMAGENET_BGR_MEAN, dtype=self.compute_dtype)
+
+
+def _backbone(input_size: int, weights: str) -> keras.Model:
+    if weights == "none":
+        keras_weights = None
+    elif weights == "imagenet":
+        keras_weights = "imagenet"
+    else:
+        if not Path(weights).is_file():
+            raise AgecheckError(f"--weights {weights}: no such file; expected imagenet, none or a path")
+        keras_weights = weights
+    try:
+        return keras.applications.ResNet50(
+            include_top=False, weights=keras_weights, input_shape=(input_size, input_size, 3)
+        )
+    except Exception as error:  # Keras raises bare Exception for failed downloads
+        if weights == "imagenet":
+            raise AgecheckError(
+                f"could not get ImageNet weights for ResNet50 ({type(error).__name__}: {error}); "
+                "on a machine without internet pass --weights PATH (a local Keras ResNet50 "
+                "'notop' weights file) or --weights none to train from scratch"
+            ) from None
+        raise AgecheckError(f"--weights {weights} could not be loaded into ResNet50: {error}") from None
+
+
+def build_model(
+    input_size: int,
+    weights: str = "imagenet",
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 1e-4,
+    initial_age_years: float = 0.0,
+) -> keras.Model:
+    """A compiled ResNet50 age regressor.
+
+    Args:
+        input_size: side of the square uint8 RGB input in pixels (>= 32).
+        weights: ``imagenet``, ``none`` (from scratch) or the path of a ResNet50 notop weights file.
+        learning_rate: Adam's learning rate or schedule.
+        initial_age_years: starting bias of the output unit. Starting at the training mean
+            instead of 0 saves the first epoch from learning the mean age alone.
+
+    Returns:
+        A model compiled with MSE loss, Adam and the MAE metric.
+
+    Raises:
+        ValueError: if ``input_size`` < 32 (ResNet50 downsamples 32x).
+        AgecheckError: if the weights cannot be had.
+    """
+    if input_size < 32:
+        raise ValueError(f"input_size must be >= 32 for ResNet50, got {input_size}")
+    backbone = _backbone(input_size, weights)
+    inputs = keras.Input((input_size, input_size, 3), name="rgb_uint8_values")
+    x = ResNetPreprocess(name="resnet_preprocess")(inputs)
+    # The whole network trains end to end, as in the original notebooks.
+    x = backbone(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    # float32 output even under mixed precision: the loss and the exported age need it.
+    outputs = layers.Dense(
+        1, activation="relu", dtype="float32", name="age_years",
+        bias_initializer=keras.initializers.Constant(initial_age_years),
+    )(x)
+    model = keras.Model(inputs, outputs, name="resnet50_age_regressor")
+    compile_model(model, learning_rate)
+    return model
+
+
+def compile_model(model: keras.Model, learning_rate) -> None:
+    """MSE loss, Adam, MAE metric: the original notebooks' recipe."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="mse", metrics=["mae"]
+    )
