@@ -1,0 +1,67 @@
+from contextlib import nullcontext as does_not_raise
+
+import pytest
+
+from edge_app.config import (
+    AppConfig,
+    ConfigError,
+    PolicyConfig,
+    SourceConfig,
+    TrackerConfig,
+    config_from_dict,
+    load_config,
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "expectation"),
+    [
+        ({}, does_not_raise()),
+        ({"policy": {"threshold_age": 21, "margin_years": 6.5}}, does_not_raise()),
+        ({"policy": {"threshold_age": "eighteen"}},
+         pytest.raises(ConfigError, match="policy.threshold_age = 'eighteen'")),
+        ({"policy": {"threshold_age": 0}}, pytest.raises(ConfigError, match="threshold_age.*in \\[1, 120\\]")),
+        ({"policy": {"margin_years": -1}}, pytest.raises(ConfigError, match="policy.margin_years = -1")),
+        ({"policy": {"treshold_age": 18}}, pytest.raises(ConfigError, match="unknown config key policy.treshold_age")),
+        ({"polcy": {}}, pytest.raises(ConfigError, match="unknown config section \\[polcy\\]")),
+        ({"policy": 18}, pytest.raises(ConfigError, match="must be a table")),
+        ({"detector": {"min_detection_confidence": 1.5}}, pytest.raises(ConfigError, match="min_detection_confidence")),
+        ({"tracker": {"window": 2, "min_estimates": 3}}, pytest.raises(ConfigError, match="tracker.min_estimates")),
+        ({"tracker": {"max_missing_ms": 1.5}}, pytest.raises(ConfigError, match="an integer")),
+        ({"source": {"loop": "yes"}}, pytest.raises(ConfigError, match="source.loop")),
+        ({"age_model": {"num_threads": 0}}, pytest.raises(ConfigError, match="age_model.num_threads")),
+        ({"output": {"display": 1}}, pytest.raises(ConfigError, match="output.display")),
+    ],
+)
+def test_config_validation_table(data, expectation):
+    with expectation:
+        config_from_dict(data)
+
+
+def test_load_config_reads_toml_and_flags_override(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('[policy]\nthreshold_age = 21\n\n[source]\nsource = "/dev/video2"\n')
+    config = load_config(path)
+    assert config.policy.threshold_age == 21 and config.source.source == "/dev/video2"
+    assert config.override("policy", threshold_age=18, margin_years=None).policy.threshold_age == 18
+    assert config.override("policy", margin_years=None) is config
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [(None, "does not exist"), ("threshold_age = = 3", "not valid TOML"), (b"\xff\xfe", "not valid TOML")],
+)
+def test_load_config_bad_files(tmp_path, content, match):
+    path = tmp_path / "config.toml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=match):
+        load_config(path)
+
+
+def test_defaults_are_valid():
+    config = AppConfig()
+    assert isinstance(config.source, SourceConfig) and isinstance(config.tracker, TrackerConfig)
+    assert PolicyConfig().margin_years is None  # the card's MAE decides

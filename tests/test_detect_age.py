@@ -1,0 +1,124 @@
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_app.age_model import AgeRegressor
+from edge_app.config import MODELS_DIR, AgeModelConfig, DetectorConfig
+from edge_app.detect import FaceDetector
+from edge_app.errors import AgecheckError
+from edge_app.model_card import ModelCard, card_path_for
+
+
+def rgb(frame):
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+def test_full_range_detector_finds_the_three_customers(clip_frames):
+    with FaceDetector(DetectorConfig()) as detector:
+        counts = [len(detector.detect(rgb(f), timestamp_ms=i * 80)) for i, f in enumerate(clip_frames)]
+        faces = detector.detect(rgb(clip_frames[-1]), timestamp_ms=len(clip_frames) * 80)
+    assert counts[20:] == [3] * 21  # all three people once they are close enough
+    assert len(faces) == 3 and (faces.confidence >= 0.5).all()
+    centres_x = sorted(((faces.xyxy[:, 0] + faces.xyxy[:, 2]) / 2).tolist())
+    assert centres_x == pytest.approx([77, 227, 375], abs=15)
+    sides = faces.xyxy[:, 2] - faces.xyxy[:, 0]
+    assert ((sides > 40) & (sides < 80)).all()
+
+
+def test_short_range_detector_misses_distant_faces(clip_frames):
+    # Why the full-range model is the default: on this clip the short-range one misses most faces.
+    short = DetectorConfig(model_path=str(MODELS_DIR / "face_detection_short_range.tflite"))
+    with FaceDetector(short) as detector:
+        found = sum(len(detector.detect(rgb(f), timestamp_ms=i * 80)) for i, f in enumerate(clip_frames))
+    assert found < 41 * 3 / 2
+
+
+def test_detector_finds_nothing_in_a_blank_frame():
+    with FaceDetector(DetectorConfig(), video=False) as detector:
+        assert len(detector.detect(np.full((270, 480, 3), 128, np.uint8))) == 0
+
+
+@pytest.mark.parametrize("timestamps", [(100, 100), (100, 50)])
+def test_detector_rejects_timestamps_that_do_not_increase(clip_frames, timestamps):
+    with FaceDetector(DetectorConfig()) as detector:
+        detector.detect(rgb(clip_frames[0]), timestamp_ms=timestamps[0])
+        with pytest.raises(ValueError, match="timestamp_ms must increase"):
+            detector.detect(rgb(clip_frames[1]), timestamp_ms=timestamps[1])
+
+
+def test_detector_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(AgecheckError, match="does not exist"):
+        FaceDetector(DetectorConfig(model_path=str(tmp_path / "nope.tflite")))
+
+
+def test_edge_app_never_imports_tensorflow():
+    code = "import sys, edge_app.cli, edge_app.pipeline; print('tensorflow' in sys.modules or 'keras' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def grey_crops(levels, size=32):
+    return np.stack([np.full((size, size, 3), level, np.uint8) for level in levels])
+
+
+def test_age_model_predicts_known_ages_in_batches(brightness_tflite):
+    regressor = AgeRegressor(AgeModelConfig(model_path=str(brightness_tflite), max_batch=4))
+    levels = [0, 51, 102, 153, 204, 255, 128]
+    expected = np.array(levels) * 100 / 255
+    batched = regressor.predict(grey_crops(levels))  # 7 crops: batches of 4 and 3
+    single = np.concatenate([regressor.predict(grey_crops([level])) for level in levels])
+    assert batched.shape == (7,) and batched.dtype == np.float32
+    np.testing.assert_allclose(batched, expected, atol=2.0)  # int8 quantisation error
+    np.testing.assert_allclose(batched, single, atol=1e-4)  # batching changes nothing
+    assert regressor.predict(np.empty((0, 32, 32, 3), np.uint8)).shape == (0,)
+    assert regressor.card.mae_years == 5.0 and regressor.input_size == 32
+
+
+def test_age_model_rejects_wrong_crops(brightness_tflite):
+    regressor = AgeRegressor(AgeModelConfig(model_path=str(brightness_tflite)))
+    with pytest.raises(ValueError, match="crops must be \\(n, 32, 32, 3\\) uint8"):
+        regressor.predict(np.zeros((1, 64, 64, 3), np.uint8))
+
+
+def copy_model(brightness_tflite, tmp_path):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(brightness_tflite.read_bytes())
+    card_path_for(model).write_text(card_path_for(brightness_tflite).read_text())
+    return model
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        (lambda m, c: c.unlink(), "model card .* not found"),
+        (lambda m, c: c.write_text("{not json"), "not valid JSON"),
+        (lambda m, c: c.write_text(json.dumps({"architecture": "x"})), "key 'input_size' must be int"),
+        (lambda m, c: m.write_bytes(m.read_bytes()[:-10] + b"0123456789"), "describes another model"),
+        (lambda m, c: c.write_text(c.read_text().replace('"input_size": 32', '"input_size": 64')),
+         "takes input .* but its card says"),
+        (lambda m, c: c.write_text(c.read_text().replace('"pad": "edge"', '"pad": "wrap"')), "bad 'crop'"),
+        (lambda m, c: m.unlink(), "does not exist"),
+    ],
+)
+def test_age_model_refuses_bad_model_or_card(brightness_tflite, tmp_path, damage, match):
+    model = copy_model(brightness_tflite, tmp_path)
+    damage(model, card_path_for(model))
+    with pytest.raises(AgecheckError, match=match):
+        AgeRegressor(AgeModelConfig(model_path=str(model)))
+
+
+def test_corrupt_tflite_with_matching_card_is_a_clear_error(brightness_tflite, tmp_path):
+    model = copy_model(brightness_tflite, tmp_path)
+    model.write_bytes(b"not a flatbuffer at all" * 10)
+    card = json.loads(card_path_for(model).read_text())
+    from edge_app.model_card import sha256_of
+
+    card["tflite_sha256"] = sha256_of(model)
+    card_path_for(model).write_text(json.dumps(card))
+    with pytest.raises(AgecheckError, match="could not be loaded"):
+        AgeRegressor(AgeModelConfig(model_path=str(model)))
+    assert ModelCard.load(model).mae_years == 5.0

@@ -1,0 +1,98 @@
+from contextlib import nullcontext as does_not_raise
+
+import numpy as np
+import pytest
+
+from edge_app.crop import CropSettings, crop_faces, square_boxes
+from edge_app.faces import UNTRACKED, Faces
+from tests.conftest import make_faces
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expectation"),
+    [
+        ({"xyxy": [[0, 0, 10, 10]], "confidence": [0.9]}, does_not_raise()),
+        ({"xyxy": np.empty((0, 4)), "confidence": np.empty(0)}, does_not_raise()),
+        ({"xyxy": [[0, 0, 10, 10]], "confidence": [0.9, 0.8]}, pytest.raises(ValueError, match="confidence")),
+        ({"xyxy": [[10, 0, 0, 10]], "confidence": [0.9]}, pytest.raises(ValueError, match="x_max >= x_min")),
+        ({"xyxy": [[0, 0, 10, 10]], "confidence": [0.9], "tracker_id": [1, 2]},
+         pytest.raises(ValueError, match="tracker_id")),
+        ({"xyxy": [[0, 0, 10, 10]], "confidence": [0.9], "age_years": [[30.0]]},
+         pytest.raises(ValueError, match="age_years")),
+    ],
+)
+def test_faces_validation(kwargs, expectation):
+    with expectation:
+        Faces(**kwargs)
+
+
+def test_faces_defaults_mask_and_copies():
+    faces = make_faces([[0, 0, 10, 10], [5, 5, 20, 20], [1, 1, 2, 2]], confidence=[0.9, 0.3, 0.6])
+    assert len(faces) == 3 and (faces.tracker_id == UNTRACKED).all() and np.isnan(faces.age_years).all()
+    confident = faces[faces.confidence > 0.5]
+    assert len(confident) == 2
+    np.testing.assert_array_equal(confident.xyxy[1], [1, 1, 2, 2])
+    aged = confident.with_ages(np.array([17.0, 40.0]), np.array([3, 4]))
+    assert aged.age_years.tolist() == [17.0, 40.0] and aged.estimates.tolist() == [3, 4]
+    assert np.isnan(confident.age_years).all()  # copies, not views
+    assert len(Faces.empty()) == 0 and len(faces[1]) == 1
+
+
+@pytest.mark.parametrize(
+    ("xyxy", "margin", "expected"),
+    [
+        ([[10, 10, 30, 30]], 0.0, [[10, 10, 30, 30]]),  # already square
+        ([[10, 10, 30, 50]], 0.0, [[0, 10, 40, 50]]),  # tall box squared around its centre
+        ([[10, 10, 30, 30]], 0.5, [[0, 0, 40, 40]]),  # half a side added on each side
+        ([[0, 0, 0, 0]], 0.0, [[-0.5, -0.5, 0.5, 0.5]]),  # degenerate boxes keep a 1 px side
+    ],
+)
+def test_square_boxes(xyxy, margin, expected):
+    np.testing.assert_allclose(square_boxes(np.array(xyxy), margin), expected)
+
+
+def test_crop_faces_pads_at_edges_by_setting():
+    image = np.full((40, 60, 3), 200, np.uint8)
+    box = np.array([[-10, -10, 10, 10]], np.float32)  # three quarters outside the frame
+    black = crop_faces(image, box, 20, CropSettings(margin=0.0, pad="constant"))
+    edge = crop_faces(image, box, 20, CropSettings(margin=0.0, pad="edge"))
+    assert black.shape == (1, 20, 20, 3) and black.dtype == np.uint8
+    assert black[0, 0, 0, 0] == 0 and black[0, -1, -1, 0] == 200
+    assert (edge == 200).all()
+
+
+def test_crop_faces_resizes_real_content():
+    image = np.zeros((100, 100, 3), np.uint8)
+    image[40:60, 40:60] = 255  # a bright square "face"
+    crops = crop_faces(image, np.array([[40, 40, 60, 60]]), 32, CropSettings(margin=0.0))
+    assert crops.shape == (1, 32, 32, 3) and crops.mean() > 250
+    wider = crop_faces(image, np.array([[40, 40, 60, 60]]), 32, CropSettings(margin=0.5))
+    assert wider.mean() == pytest.approx(255 / 4, abs=2)  # side doubled: the square fills a quarter
+
+
+def test_crop_faces_box_entirely_outside_and_empty():
+    image = np.full((20, 20, 3), 9, np.uint8)
+    assert (crop_faces(image, np.array([[100, 100, 120, 120]]), 8) == 0).all()
+    assert crop_faces(image, np.empty((0, 4)), 8).shape == (0, 8, 8, 3)
+
+
+@pytest.mark.parametrize(
+    ("image", "size", "match"),
+    [
+        (np.zeros((10, 10), np.uint8), 8, "must be \\(H, W, 3\\) uint8"),
+        (np.zeros((10, 10, 3), np.float32), 8, "must be \\(H, W, 3\\) uint8"),
+        (np.zeros((10, 10, 3), np.uint8), 0, "size must be >= 1"),
+    ],
+)
+def test_crop_faces_rejects_bad_input(image, size, match):
+    with pytest.raises(ValueError, match=match):
+        crop_faces(image, np.array([[0, 0, 5, 5]]), size)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"margin": -0.1}, "margin must be in"), ({"pad": "mirror"}, "pad must be")],
+)
+def test_crop_settings_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CropSettings(**kwargs)

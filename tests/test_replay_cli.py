@@ -1,0 +1,144 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import pytest
+from click.testing import CliRunner
+
+from edge_app.cli import main
+from edge_app.config import DEFAULT_SAMPLE_CLIP
+
+
+def replay(args, brightness_tflite):
+    return CliRunner().invoke(main, ["replay", *args, "--model", str(brightness_tflite)])
+
+
+def read_events(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_replay_writes_consistent_video_events_and_summary(tmp_path, brightness_tflite):
+    out = tmp_path / "out"
+    result = replay([str(DEFAULT_SAMPLE_CLIP), "--output", str(out / "a.mp4"), "--events", str(out / "e.jsonl"),
+                     "--summary", str(out / "s.json"), "--threshold-age", "60", "--margin-years", "0"],
+                    brightness_tflite)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "s.json").read_text())
+    events = read_events(out / "e.jsonl")
+    assert summary["frames"] == 41 and summary["video_fps"] == pytest.approx(12.5)
+    assert summary["faces"] >= 3 * 35  # three people in (nearly) every frame
+    assert summary["tracks"] == 3  # one track per customer: no id switches on this clip
+    assert summary["age_estimates"] < summary["faces"] / 2  # estimates are throttled per track
+    by_type = {t: [e for e in events if e["type"] == t] for t in ("track_start", "alert", "track_end")}
+    assert len(by_type["track_start"]) == len(by_type["track_end"]) == summary["tracks"]
+    # The brightness model gives everybody an "age" under 60: each customer is flagged once.
+    assert len(by_type["alert"]) == summary["alerts"] == 3
+    for event in events:
+        assert {"type", "track_id", "estimated_age", "threshold_age", "margin_years", "video_time_s"} <= event.keys()
+        assert event["threshold_age"] == 60 and event["margin_years"] == 0
+    # The first alert comes within 0.5 s of video time after the customer appears.
+    assert max(summary["first_alert_after_track_start_s"]) <= 0.5
+    video = cv2.VideoCapture(str(out / "a.mp4"))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 41
+    video.release()
+
+
+def test_replay_of_adults_only_raises_no_alert(tmp_path, brightness_tflite):
+    events = tmp_path / "e.jsonl"
+    result = replay([str(DEFAULT_SAMPLE_CLIP), "--events", str(events), "--threshold-age", "1", "--margin-years", "0"],
+                    brightness_tflite)
+    assert result.exit_code == 0, result.output
+    assert not [e for e in read_events(events) if e["type"] == "alert"]
+    assert "0 alerts" in result.output
+
+
+def test_replay_without_video_uses_the_bundled_clip(tmp_path, brightness_tflite, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = replay([], brightness_tflite)
+    assert result.exit_code == 0, result.output
+    folders = list(tmp_path.glob("agecheck-output-*"))
+    assert len(folders) == 1 and f"outputs in {folders[0].name}/" in result.output
+    assert {p.name for p in folders[0].iterdir()} == {"annotated.mp4", "events.jsonl", "summary.json"}
+
+
+def test_replay_writes_no_images_unless_asked(tmp_path, brightness_tflite):
+    result = replay([str(DEFAULT_SAMPLE_CLIP), "--events", str(tmp_path / "e.jsonl")], brightness_tflite)
+    assert result.exit_code == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["e.jsonl"]
+
+
+def one_error_line(result):
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code != 0
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("make_source", "match"),
+    [
+        (lambda d: d / "missing.mp4", "does not exist"),
+        (lambda d: d, "is a directory"),
+        (lambda d: (d / "empty.mp4").write_bytes(b"") or d / "empty.mp4", "could not open|no video frames"),
+        (lambda d: (d / "notes.mp4").write_text("hello " * 100) or d / "notes.mp4", "could not open|no video frames"),
+    ],
+)
+def test_replay_bad_video_is_one_clear_error(tmp_path, brightness_tflite, make_source, match):
+    import re
+
+    line = one_error_line(replay([str(make_source(tmp_path))], brightness_tflite))
+    assert re.search(match, line), line
+
+
+def test_bad_model_and_config_are_one_clear_error(tmp_path, brightness_tflite):
+    missing_model = ["replay", str(DEFAULT_SAMPLE_CLIP), "--model", str(tmp_path / "x.tflite")]
+    line = one_error_line(CliRunner().invoke(main, missing_model))
+    assert "age model" in line and "does not exist" in line
+    config = tmp_path / "c.toml"
+    config.write_text('[policy]\nthreshold_age = "eighteen"\n')
+    line = one_error_line(replay([str(DEFAULT_SAMPLE_CLIP), "--config", str(config)], brightness_tflite))
+    assert "policy.threshold_age = 'eighteen'" in line
+
+
+def test_camera_that_cannot_be_opened_is_one_clear_error(brightness_tflite):
+    args = ["run", "--source", "/dev/video99", "--no-display", "--model", str(brightness_tflite)]
+    result = CliRunner().invoke(main, args)
+    assert "could not open camera '/dev/video99'" in one_error_line(result)
+
+
+def test_truncated_file_ends_cleanly_with_a_summary(tmp_path, brightness_tflite, clip_frames):
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 12.5, (480, 270))
+    for frame in clip_frames:
+        writer.write(frame)
+    writer.release()
+    data = video.read_bytes()
+    video.write_bytes(data[: len(data) // 2])  # a download that broke half-way
+    summary = tmp_path / "s.json"
+    result = replay([str(video), "--summary", str(summary)], brightness_tflite)
+    assert result.exit_code == 0, result.output
+    frames = json.loads(summary.read_text())["frames"]
+    assert 5 < frames < 41
+
+
+def test_run_loops_a_file_until_sigterm(tmp_path, brightness_tflite):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge_app", "run", "--source", str(DEFAULT_SAMPLE_CLIP), "--loop", "--no-display",
+         "--model", str(brightness_tflite)],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    time.sleep(8)  # start-up plus more than one pass over the 41-frame clip
+    assert process.poll() is None, "run --loop ended by itself"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr[-2000:]
+    done = [line for line in stderr.splitlines() if "done:" in line]
+    assert done, stderr[-2000:]
+    frames = int(done[-1].split("done: ")[1].split(" frames")[0])
+    assert frames > 41  # it went past the end of the clip and looped

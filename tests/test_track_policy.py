@@ -1,0 +1,157 @@
+import math
+
+import numpy as np
+import pytest
+
+from edge_app.config import PolicyConfig, TrackerConfig
+from edge_app.faces import Faces
+from edge_app.policy import ALERT, ALERT_CLEARED, TRACK_END, TRACK_START, AgePolicy
+from edge_app.track import FaceTracker, box_iou
+from tests.conftest import make_faces
+
+FRAME_MS = 40  # 25 fps
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ([[0, 0, 10, 10]], [[0, 0, 10, 10]], 1.0),
+        ([[0, 0, 10, 10]], [[5, 0, 15, 10]], 50 / 150),
+        ([[0, 0, 10, 10]], [[20, 20, 30, 30]], 0.0),
+        ([[0, 0, 0, 0]], [[0, 0, 0, 0]], 0.0),
+    ],
+)
+def test_box_iou(a, b, expected):
+    assert box_iou(np.array(a), np.array(b))[0, 0] == pytest.approx(expected)
+
+
+def step(tracker, faces, t, age_for=lambda track_id: 30.0):
+    """One frame of the app's loop: track, estimate the due faces, return faces with ages."""
+    faces = tracker.update(faces, t)
+    due = tracker.due_for_estimate(faces, t)
+    ages = np.array([age_for(int(i)) for i in faces.tracker_id[due]], np.float32)
+    return tracker.add_estimates(faces, due, ages, t), due
+
+
+def test_tracker_follows_a_moving_face_and_starts_new_tracks():
+    tracker = FaceTracker(TrackerConfig())
+    ids = []
+    for frame in range(10):
+        x = 100 + 3 * frame  # walking right, 3 px per frame
+        faces, _ = step(tracker, make_faces([[x, 50, x + 40, 90]]), frame * FRAME_MS)
+        ids.append(int(faces.tracker_id[0]))
+    assert ids == [ids[0]] * 10
+    faces, _ = step(tracker, make_faces([[130, 50, 170, 90], [300, 50, 340, 90]]), 10 * FRAME_MS)
+    assert faces.tracker_id[0] == ids[0] and faces.tracker_id[1] not in ids
+    assert len(tracker) == 2
+
+
+def test_tracker_does_not_give_one_track_to_two_faces():
+    tracker = FaceTracker(TrackerConfig(iou_threshold=0.1))
+    step(tracker, make_faces([[0, 0, 40, 40]]), 0)
+    faces, _ = step(tracker, make_faces([[0, 0, 40, 40], [5, 5, 45, 45]]), FRAME_MS)
+    assert len(set(faces.tracker_id.tolist())) == 2
+
+
+def test_age_is_reported_after_min_estimates_then_throttled():
+    config = TrackerConfig(min_estimates=3, estimate_interval_ms=200, window=5)
+    tracker = FaceTracker(config)
+    box = make_faces([[0, 0, 40, 40]])
+    dues, ages = [], []
+    for frame in range(12):
+        faces, due = step(tracker, box, frame * FRAME_MS, age_for=lambda _, f=frame: 20.0 + f)
+        dues.append(bool(due[0]))
+        ages.append(float(faces.age_years[0]))
+    # Every frame until 3 estimates (0, 40, 80 ms), then once per 200 ms (280, 480 ms).
+    assert dues == [True, True, True, False, False, False, False, True, False, False, False, False]
+    assert math.isnan(ages[0]) and math.isnan(ages[1])
+    assert ages[2] == pytest.approx(21.0)  # median of 20, 21, 22
+    assert ages[7] == pytest.approx(21.5)  # median of 20, 21, 22, 27
+
+
+def test_median_ignores_a_wild_estimate():
+    tracker = FaceTracker(TrackerConfig(min_estimates=3, estimate_interval_ms=0, window=5))
+    estimates = iter([30.0, 31.0, 95.0, 29.0, 30.0])
+    for frame in range(5):
+        faces, _ = step(tracker, make_faces([[0, 0, 40, 40]]), frame * FRAME_MS, age_for=lambda _: next(estimates))
+    assert faces.age_years[0] == pytest.approx(30.0)
+
+
+def test_tracker_evicts_tracks_that_left():
+    tracker = FaceTracker(TrackerConfig(max_missing_ms=200))
+    first, _ = step(tracker, make_faces([[0, 0, 40, 40]]), 0)
+    step(tracker, Faces.empty(), 100)
+    assert len(tracker) == 1  # briefly lost: kept
+    again, _ = step(tracker, make_faces([[0, 0, 40, 40]]), 180)
+    assert again.tracker_id[0] == first.tracker_id[0]
+    step(tracker, Faces.empty(), 400)
+    assert len(tracker) == 0  # gone: evicted with its ages
+    back, _ = step(tracker, make_faces([[0, 0, 40, 40]]), 440)
+    assert back.tracker_id[0] != first.tracker_id[0] and back.estimates[0] == 1
+
+
+def test_tracker_state_stays_bounded_over_many_customers():
+    tracker = FaceTracker(TrackerConfig(max_missing_ms=100))
+    for customer in range(500):  # each customer visible for 5 frames, then gone
+        for frame in range(5):
+            t = (customer * 10 + frame) * FRAME_MS
+            step(tracker, make_faces([[customer % 7 * 50, 0, customer % 7 * 50 + 40, 40]]), t)
+        step(tracker, Faces.empty(), (customer * 10 + 8) * FRAME_MS)
+    assert len(tracker) <= 1
+
+
+def tracked(track_ids, ages):
+    return make_faces([[i * 50, 0, i * 50 + 40, 40] for i in track_ids], tracker_id=track_ids,
+                      age_years=np.array(ages, np.float32))
+
+
+def policy(threshold=18, margin=5.0, hysteresis=1.0, leave_ms=300):
+    return AgePolicy(PolicyConfig(threshold_age=threshold, hysteresis_years=hysteresis), margin, leave_ms)
+
+
+def test_policy_lifecycle_frame_by_frame():
+    gate = policy()  # limit 23, cleared at 24
+    timeline = [
+        ([1], [math.nan]),  # appears, no age yet
+        ([1], [math.nan]),
+        ([1], [19.0]),  # flagged
+        ([1], [23.5]),  # between limit and limit + hysteresis: stays flagged
+        ([1], [22.0]),
+        ([1], [24.5]),  # cleared
+        ([1], [22.0]),  # flagged again, but no second alert event
+        ([], []),
+    ]
+    types, flagged = [], []
+    for frame, (ids, ages) in enumerate(timeline):
+        events = gate.update(tracked(ids, ages), frame * FRAME_MS)
+        types.append([e.type for e in events])
+        flagged.append(1 in gate.flagged_ids)
+    assert types == [[TRACK_START], [], [ALERT], [], [], [ALERT_CLEARED], [], []]
+    assert flagged == [False, False, True, True, True, False, True, True]
+    events = gate.update(Faces.empty(), 20 * FRAME_MS)  # 560 ms after last seen > 300
+    assert [(e.type, e.track_id, e.flagged, e.estimated_age) for e in events] == [(TRACK_END, 1, True, 22.0)]
+    assert len(gate) == 0
+
+
+def test_policy_adults_are_never_flagged_and_decisions_per_face():
+    gate = policy(threshold=18, margin=6.0)
+    events = gate.update(tracked([1, 2, 3], [40.0, 20.0, math.nan]), 0)
+    assert [e.type for e in events] == [TRACK_START, TRACK_START, ALERT, TRACK_START]
+    assert events[2].track_id == 2
+    np.testing.assert_array_equal(gate.decisions(tracked([1, 2, 3], [40.0, 20.0, math.nan])), [0, 1, -1])
+
+
+def test_policy_threshold_21_and_finish_ends_every_track():
+    gate = policy(threshold=21, margin=0.0)
+    events = gate.update(tracked([1, 2], [20.5, 21.5]), 0)
+    assert [e.track_id for e in events if e.type == ALERT] == [1]
+    ends = gate.finish(FRAME_MS)
+    assert sorted(e.track_id for e in ends) == [1, 2] and all(e.type == TRACK_END for e in ends)
+    assert len(gate) == 0
+
+
+def test_policy_evicts_state_for_vanished_tracks():
+    gate = policy(leave_ms=100)
+    for customer in range(1, 300):
+        gate.update(tracked([customer], [30.0]), customer * 1000)
+    assert len(gate) == 1
