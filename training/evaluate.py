@@ -94,7 +94,12 @@ def plot_tradeoff(true_years, predicted, threshold_age, marked: dict[str, float]
     margins = np.linspace(0, 20, 81)
     shares = [policy_shares(true_years, predicted, threshold_age, m) for m in margins]
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.plot([s["age_25_plus_flagged"] for s in shares], [s["minors_flagged"] for s in shares], "-")
+    if shares[0]["minors_flagged"] is None or shares[0]["age_25_plus_flagged"] is None:
+        # One side of the trade-off has nobody in this data: say so instead of plotting nothing.
+        ax.text(0.5, 0.5, "no minors or no 25+ adults in this data", ha="center", transform=ax.transAxes)
+        marked = {}
+    else:
+        ax.plot([s["age_25_plus_flagged"] for s in shares], [s["minors_flagged"] for s in shares], "-")
     for label, margin in marked.items():
         s = policy_shares(true_years, predicted, threshold_age, margin)
         ax.plot(s["age_25_plus_flagged"], s["minors_flagged"], "o")
