@@ -65,3 +65,18 @@ def test_defaults_are_valid():
     config = AppConfig()
     assert isinstance(config.source, SourceConfig) and isinstance(config.tracker, TrackerConfig)
     assert PolicyConfig().margin_years is None  # the card's MAE decides
+
+
+def test_example_config_names_every_key_and_loads():
+    import dataclasses
+    import re
+
+    from edge_app.config import PROJECT_ROOT
+
+    path = PROJECT_ROOT / "systemd" / "config.toml"
+    config = load_config(path)
+    assert config.policy.threshold_age == 18 and config.output.display is True
+    text = path.read_text()
+    for section in dataclasses.fields(AppConfig):
+        for key in dataclasses.fields(getattr(config, section.name)):
+            assert re.search(rf"^#? ?{key.name} = ", text, re.M), f"{section.name}.{key.name} is not documented"

@@ -78,9 +78,9 @@ def test_export_then_evaluate_reproduces_the_card(utk_run, datasets, tmp_path):
     regressor = AgeRegressor(AgeModelConfig(model_path=str(model)))  # LiteRT loads what we ship
     assert regressor.predict(np.zeros((2, 32, 32, 3), np.uint8)).shape == (2,)
 
-    predictions, report_path = tmp_path / "p.csv", tmp_path / "r.json"
+    predictions, report_path, markdown = tmp_path / "p.csv", tmp_path / "r.json", tmp_path / "r.md"
     result = ok(invoke("evaluate", "--model", model, "--data", datasets["utkface"], "--split", "val",
-                       "--predictions", predictions, "--report", report_path))
+                       "--predictions", predictions, "--report", report_path, "--markdown", markdown))
     report = json.loads(report_path.read_text())
     assert report["errors"]["mae"] == pytest.approx(card["mae"], abs=1e-3)  # the card's MAE, reproduced
     with open(predictions) as file:
@@ -98,6 +98,8 @@ def test_export_then_evaluate_reproduces_the_card(utk_run, datasets, tmp_path):
     assert set(report["by_gender"]) == {"male", "female"} and report["by_race"]
     assert report_path.with_suffix(".error_by_age.png").stat().st_size > 0
     assert f"MAE {report['errors']['mae']:.2f} years" in result.output
+    assert f"| all | {n_val} | {report['errors']['mae']:.2f} |" in markdown.read_text()
+    assert "| female |" in markdown.read_text()
 
     keras_report = tmp_path / "k.json"
     ok(invoke("evaluate", "--model", utk_run / "model.keras", "--data", datasets["utkface"], "--split", "val",
@@ -201,3 +203,25 @@ def test_eda_counts_per_band(tmp_path, datasets):
     assert summary["bands"]["0-12"] == int((ages <= 12).sum()) and summary["bands"]["60+"] == int((ages >= 60).sum())
     assert (tmp_path / "eda" / "age_histogram.png").stat().st_size > 0 and (tmp_path / "eda" / "samples.png").exists()
     assert "30 photos (utkface)" in result.output
+
+
+def test_resume_continues_an_interrupted_run(tmp_path, datasets):
+    import keras
+
+    from training.train import TrainConfig, train
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                raise KeyboardInterrupt  # as if the user pressed Ctrl-C after the first epoch
+
+    config = TrainConfig(data_dir=str(datasets["seeds"]), out_dir=str(tmp_path / "run"), image_size=32, epochs=3,
+                         batch_size=8, weights="none", seed=1)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callbacks=[Interrupt()])
+    assert (tmp_path / "run" / "backup").is_dir() and not (tmp_path / "run" / "report.json").exists()
+    report = train(config, resume=True)
+    with open(tmp_path / "run" / "history.csv") as file:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(file)]
+    assert epochs == [0, 1, 2] and report["epochs_run"] == 3  # epoch 0 was not trained twice
+    assert not (tmp_path / "run" / "backup").exists()

@@ -102,17 +102,23 @@ def register(group: click.Group) -> None:
     @click.option("--threshold-age", default=18.0, show_default=True, type=float)
     @click.option("--margin", "margin_years", default=None, type=float,
                   help="Margin over the threshold (default: the card's MAE).")
+    @click.option("--markdown", "markdown_path", default=None, type=click.Path(),
+                  help="Also write the report's tables as Markdown (for docs).")
     @user_errors
-    def evaluate(**options):
+    def evaluate(markdown_path, **options):
         """Measure a model's error and its ID-check policy on labelled photos."""
         if options["model_path"].endswith(".keras"):
             _need_tensorflow()
+        from pathlib import Path
+
         from training.evaluate import evaluate as run_evaluate
-        from training.evaluate import summary_lines
+        from training.evaluate import markdown_report, summary_lines
 
         report = run_evaluate(**options)
         for line in summary_lines(report):
             click.echo(line)
+        if markdown_path:
+            Path(markdown_path).write_text(markdown_report(report))
 
     @group.command()
     @click.argument("data_dir", type=click.Path())

@@ -213,3 +213,56 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"to flag {float(q):.1%} of minors: margin {c['margin_years']:.1f} years, "
                      f"25+ flagged {pct(c['age_25_plus_flagged'])}")
     return lines
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{x:.1%}"
+
+
+def _policy_row(label: str, p: dict) -> str:
+    return (f"| {label} | {p['margin_years']:.2f} | {_pct(p['minors_flagged'])} | {_pct(p['age_13_17_flagged'])} | "
+            f"{_pct(p['age_18_24_flagged'])} | {_pct(p['age_25_plus_flagged'])} |")
+
+
+def markdown_report(report: dict) -> str:
+    """The report's tables in Markdown, for docs (every figure comes from ``report``)."""
+    e, p = report["errors"], report["policy"]
+    lines = [
+        f"Model `{Path(report['model']).name}` on `{report['data']}` (split: {report['split']}): "
+        f"{report['scored']} of {report['images']} photos scored; {report['no_face']} without a detected face "
+        f"({report['no_face_handling']}).",
+        "",
+        "| age band | photos | MAE | RMSE | bias (pred − true) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| all | {e['count']} | {e['mae']:.2f} | {e['rmse']:.2f} | {e['bias']:+.2f} |",
+    ]
+    for band, v in e["bands"].items():
+        if v["count"]:
+            lines.append(f"| {band} | {v['count']} | {v['mae']:.2f} | {v['rmse']:.2f} | {v['bias']:+.2f} |")
+    threshold = p["threshold_age"]
+    lines += [
+        "",
+        f"ID check when the estimate < {threshold:g} + margin (share of each group asked for ID):",
+        "",
+        f"| margin | years | under {threshold:g} | 13–17 | 18–24 | 25+ |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        _policy_row("card MAE", p),
+    ]
+    for q, c in report["calibration"].items():
+        lines.append(_policy_row(f"flags {float(q):.1%} of minors", c))
+    for key, title in (("by_gender", "gender"), ("by_race", "race group")):
+        if key not in report:
+            continue
+        lines += [
+            "",
+            f"By {title}, at the card's margin ({p['margin_years']:.2f} years):",
+            "",
+            f"| {title} | photos | MAE | under {threshold:g} asked | 13–17 asked | 18–24 asked | 25+ asked |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name, g in report[key].items():
+            gp = g["policy"]
+            lines.append(f"| {name} | {g['errors']['count']} | {g['errors']['mae']:.2f} | {_pct(gp['minors_flagged'])} "
+                         f"| {_pct(gp['age_13_17_flagged'])} | {_pct(gp['age_18_24_flagged'])} "
+                         f"| {_pct(gp['age_25_plus_flagged'])} |")
+    return "\n".join(lines) + "\n"

@@ -195,12 +195,17 @@ def plot_history(history_csv: Path, out_png: Path, dummy_mae: float) -> None:
     plt.close(fig)
 
 
-def train(config: TrainConfig, resume: bool = False) -> dict:
+def train(config: TrainConfig, resume: bool = False, callbacks: list | None = None) -> dict:
     """Train, keep the best model by validation MAE, and write the run's report.
 
     Writes ``model.keras`` (best validation MAE), ``history.csv``, ``training_curve.png``
     and ``report.json`` into ``config.out_dir``; ``backup/`` holds the last epoch's state
     until the run completes, so ``resume=True`` continues an interrupted run.
+
+    Args:
+        config: the run's settings.
+        resume: continue the interrupted run in ``config.out_dir``.
+        callbacks: extra Keras callbacks, run after the checkpointing ones.
 
     Raises:
         AgecheckError: for bad data, an existing run folder without ``resume``, or weights
@@ -247,6 +252,7 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
             str(out / "model.keras"), monitor="val_mae", mode="min", save_best_only=True
         ),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
+        *(callbacks or []),
     ]
     started = time.monotonic()
     model.fit(
