@@ -30,6 +30,7 @@ def test_replay_writes_consistent_video_events_and_summary(tmp_path, brightness_
     summary = json.loads((out / "s.json").read_text())
     events = read_events(out / "e.jsonl")
     assert summary["frames"] == 41 and summary["video_fps"] == pytest.approx(12.5)
+    assert summary["peak_rss_mb"] > 0  # in-process here; bench/stages.py measures the app alone
     assert summary["faces"] >= 3 * 35  # three people in (nearly) every frame
     assert summary["tracks"] == 3  # one track per customer: no id switches on this clip
     assert summary["age_estimates"] < summary["faces"] / 2  # estimates are throttled per track
