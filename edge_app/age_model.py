@@ -55,7 +55,7 @@ class AgeRegressor:
                 f"age model {path} must have 1 input and 1 output, got {len(inputs)} and {len(outputs)}"
             )
         self._input, self._output = inputs[0], outputs[0]
-        shape = tuple(self._input["shape"])
+        shape = tuple(int(d) for d in self._input["shape"])
         expected = (self.card.input_size, self.card.input_size, 3)
         if len(shape) != 4 or shape[1:] != expected:
             raise AgecheckError(

@@ -44,6 +44,13 @@ class VideoSource:
     Live sources that stop giving frames are reopened with capped exponential backoff;
     after ``give_up_after_s`` without a frame the iterator raises `AgecheckError`. Files end
     at their last readable frame (a truncated file ends early, cleanly), or loop.
+
+    Args:
+        config: source, loop and reconnect settings.
+        sleep: waits between reopen attempts (tests pass a fake clock's).
+        clock: monotonic seconds, for live timestamps and giving up.
+        on_wait: called before each reopen attempt (feeds the systemd watchdog).
+        open_capture: makes the capture; ``cv2.VideoCapture`` unless a test replaces the camera.
     """
 
     def __init__(
@@ -52,8 +59,10 @@ class VideoSource:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         on_wait: Callable[[], None] | None = None,
+        open_capture: Callable[[int | str], cv2.VideoCapture] = cv2.VideoCapture,
     ) -> None:
         self.config = config
+        self._open_capture = open_capture
         self.live = is_live(config.source)
         self._sleep, self._clock, self._on_wait = sleep, clock, on_wait
         if not self.live:
@@ -83,7 +92,7 @@ class VideoSource:
 
     def _open(self) -> cv2.VideoCapture | None:
         source = self.config.source
-        capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
+        capture = self._open_capture(int(source) if source.isdigit() else source)
         if not capture.isOpened():
             capture.release()
             return None

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import functools
-import logging
-import signal
 import sys
-import threading
 
 import click
 
@@ -28,13 +25,13 @@ def user_errors(function):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
-def main(verbose: bool) -> None:
+@click.option("--log-format", type=click.Choice(["auto", "text", "json"]), default="auto", show_default=True,
+              help="auto: JSON lines under systemd, text otherwise.")
+def main(verbose: bool, log_format: str) -> None:
     """agecheck: tell the cashier when a customer may be under the legal age."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from edge_app.logs import setup_logging
+
+    setup_logging(verbose, log_format)
 
 
 def _app_config(config_path, model, threshold_age, margin_years, display, source=None, loop=None):
@@ -64,18 +61,23 @@ def _common_options(function):
 @click.option("--source", help="Camera index (0), device (/dev/video2), video file or stream URL.")
 @click.option("--loop/--no-loop", default=None, help="Restart a file source at its end.")
 @click.option("--display/--no-display", default=True, show_default=True, help="Show the cashier's window.")
+@click.option("--events", type=click.Path(), help="Events as JSON lines, rotated by size.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve Prometheus metrics on 127.0.0.1.")
 @_common_options
 @user_errors
-def run(source, loop, display, config_path, model, threshold_age, margin_years):
-    """Watch a live camera (or a looping file) and alert the cashier."""
-    from edge_app.pipeline import run as run_pipeline
+def run(source, loop, display, events, metrics_port, config_path, model, threshold_age, margin_years):
+    """Watch a live camera (or a looping file) and alert the cashier.
 
-    config = _app_config(config_path, model, threshold_age, margin_years, display, source, loop)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        # Finish the current frame, then close files and the camera in order.
-        signal.signal(signum, lambda *_: stop.set())
-    run_pipeline(config, should_stop=stop.is_set)
+    SIGTERM or Ctrl-C stops it cleanly; SIGHUP re-reads --config (a bad file is refused and
+    the running config kept). Under systemd it reports readiness and feeds the watchdog.
+    """
+    from edge_app.service import run_service
+
+    run_service(
+        lambda: _app_config(config_path, model, threshold_age, margin_years, display, source, loop),
+        events_path=events,
+        metrics_port=metrics_port,
+    )
 
 
 @main.command()
@@ -97,7 +99,7 @@ def replay(video, output, events, summary, display, config_path, model, threshol
     import cv2
 
     from edge_app.config import DEFAULT_SAMPLE_CLIP
-    from edge_app.pipeline import Outputs
+    from edge_app.pipeline import Hooks, Outputs
     from edge_app.pipeline import run as run_pipeline
 
     folder = None
@@ -113,7 +115,7 @@ def replay(video, output, events, summary, display, config_path, model, threshol
     capture.release()
     progress = _LazyProgress(total)
     try:
-        result = run_pipeline(config, outputs, on_frame=progress.update)
+        result = run_pipeline(config, outputs, hooks=Hooks(on_frame=progress.update))
     finally:
         progress.close()
     click.echo(
@@ -130,7 +132,7 @@ class _LazyProgress:
     def __init__(self, total: int) -> None:
         self.total, self.done, self.bar = max(total, 1), 0, None
 
-    def update(self, summary) -> None:
+    def update(self, summary, stats=None) -> None:
         if self.bar is None:
             self.bar = click.progressbar(length=self.total, label="replaying", file=sys.stderr)
             self.bar.__enter__()

@@ -39,6 +39,35 @@ class Outputs:
     summary: Path | None = None
 
 
+@dataclass(frozen=True)
+class FrameStats:
+    """What one frame cost and found (for metrics and status lines)."""
+
+    faces: int
+    estimates: int
+    new_alerts: int
+    age_seconds: float
+    frame_seconds: float
+
+
+@dataclass
+class Hooks:
+    """How a caller follows and steers a run; every hook is optional.
+
+    Attributes:
+        on_frame: after each frame, with the running summary and the frame's stats.
+        on_camera_wait: while a lost camera is being reopened (keep a watchdog fed).
+        should_stop: polled once per frame; True finishes the frame and ends the run.
+        should_reload: polled once per frame; True ends the run with ``reload_requested``
+            set, so the caller can start again with a new config.
+    """
+
+    on_frame: Callable[[Summary, FrameStats], None] | None = None
+    on_camera_wait: Callable[[], None] | None = None
+    should_stop: Callable[[], bool] = lambda: False
+    should_reload: Callable[[], bool] = lambda: False
+
+
 @dataclass
 class Summary:
     """What a run did."""
@@ -57,6 +86,7 @@ class Summary:
     model: str = ""
     camera_reconnects: int = 0
     peak_rss_mb: float = 0.0
+    reload_requested: bool = False
     first_alert_after_track_start_s: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -142,17 +172,15 @@ def run(
     config: AppConfig,
     outputs: Outputs = Outputs(),
     sinks: list[EventSink] | None = None,
-    on_frame: Callable[[Summary], None] | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
+    hooks: Hooks | None = None,
 ) -> Summary:
-    """Run the pipeline over ``config.source`` until it ends or ``should_stop()``.
+    """Run the pipeline over ``config.source`` until it ends, or a hook stops it.
 
     Args:
         config: every stage's settings.
         outputs: annotated video, events and summary files to write.
         sinks: extra event sinks (the log sink is always on).
-        on_frame: called after each frame with the running summary (progress bars).
-        should_stop: polled once per frame; True finishes the current frame and stops.
+        hooks: progress, watchdog, stop and reload callbacks.
 
     Returns:
         The run's `Summary` (also written to ``outputs.summary``).
@@ -160,20 +188,21 @@ def run(
     Raises:
         AgecheckError: for a bad source, model, card or output path (before any frame).
     """
-    age_model = AgeRegressor(config.age_model)
-    margin_years = config.policy.margin_years
-    if margin_years is None:
-        margin_years = age_model.card.mae_years
-    tracker = FaceTracker(config.tracker)
-    policy = AgePolicy(config.policy, margin_years, leave_after_ms=config.tracker.max_missing_ms)
-    threshold_age = config.policy.threshold_age
-    show = config.output.display and display_available()
-    if config.output.display and not show:
-        log.info("no display available: running headless")
-
+    hooks = hooks or Hooks()
     with contextlib.ExitStack() as stack:
-        source = stack.enter_context(VideoSource(config.source))
+        # The source first: a wrong path is the commonest mistake and the cheapest to find.
+        source = stack.enter_context(VideoSource(config.source, on_wait=hooks.on_camera_wait))
+        age_model = AgeRegressor(config.age_model)
         detector = stack.enter_context(FaceDetector(config.detector))
+        margin_years = config.policy.margin_years
+        if margin_years is None:
+            margin_years = age_model.card.mae_years
+        tracker = FaceTracker(config.tracker)
+        policy = AgePolicy(config.policy, margin_years, leave_after_ms=config.tracker.max_missing_ms)
+        threshold_age = config.policy.threshold_age
+        show = config.output.display and display_available()
+        if config.output.display and not show:
+            log.info("no display available: running headless")
         video = None
         if outputs.video:
             video = stack.enter_context(contextlib.closing(VideoWriter(outputs.video, source.fps)))
@@ -204,13 +233,20 @@ def run(
         last_ms = 0
         try:
             for frame in source.frames():
+                frame_started = time.monotonic()
                 rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
                 faces = detector.detect(rgb, timestamp_ms=frame.timestamp_ms)
                 faces = tracker.update(faces, frame.timestamp_ms)
                 due = tracker.due_for_estimate(faces, frame.timestamp_ms)
                 crops = crop_faces(rgb, faces.xyxy[due], age_model.input_size, age_model.card.crop)
-                faces = tracker.add_estimates(faces, due, age_model.predict(crops), frame.timestamp_ms)
+                age_started = time.monotonic()
+                ages = age_model.predict(crops)
+                age_seconds = time.monotonic() - age_started
+                faces = tracker.add_estimates(faces, due, ages, frame.timestamp_ms)
+                alerts_before = summary.alerts
                 emit(policy.update(faces, frame.timestamp_ms))
+                stats = FrameStats(len(faces), len(crops), summary.alerts - alerts_before, age_seconds,
+                                   time.monotonic() - frame_started)
 
                 summary.frames += 1
                 summary.faces += len(faces)
@@ -227,9 +263,13 @@ def run(
                         cv2.imshow(WINDOW, annotated)
                         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                             break
-                if on_frame is not None:
-                    on_frame(summary)
-                if should_stop():
+                if hooks.on_frame is not None:
+                    summary.camera_reconnects = source.reconnects
+                    hooks.on_frame(summary, stats)
+                if hooks.should_stop():
+                    break
+                if hooks.should_reload():
+                    summary.reload_requested = True
                     break
         finally:
             emit(policy.finish(last_ms))
