@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean install-kiosk uninstall-kiosk
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ lint: $(VENV)/.installed-all
 bench: $(VENV)/.installed-all
 	$(BIN)/python bench/stages.py
 	$(BIN)/python bench/detector_choice.py
+
+# Kiosk service (root): /opt/agecheck, /etc/agecheck/config.toml, agecheck.service.
+install-kiosk:
+	systemd/install.sh
+
+uninstall-kiosk:
+	systemd/install.sh --remove
 
 clean:
 	rm -rf $(VENV) .pytest_cache agecheck-output-*
