@@ -225,3 +225,37 @@ def test_resume_continues_an_interrupted_run(tmp_path, datasets):
         epochs = [int(row["epoch"]) for row in csv.DictReader(file)]
     assert epochs == [0, 1, 2] and report["epochs_run"] == 3  # epoch 0 was not trained twice
     assert not (tmp_path / "run" / "backup").exists()
+
+
+def test_preprocessing_inside_the_model_is_exact_in_float_and_int8(tmp_path):
+    """The .tflite takes uint8 RGB; BGR order and ImageNet means must survive int8 conversion."""
+    import keras
+
+    from edge_app.age_model import load_interpreter_class
+    from training.export import convert_int8
+    from training.model import IMAGENET_BGR_MEAN, ResNetPreprocess
+
+    keras.mixed_precision.set_global_policy("float32")
+    inputs = keras.Input((16, 16, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(ResNetPreprocess()(inputs))
+    dense = keras.layers.Dense(1)
+    model = keras.Model(inputs, dense(pooled))
+    dense.set_weights([np.array([[1.0], [0.5], [0.25]], np.float32), np.array([200.0], np.float32)])
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 16, 16, 3)).astype(np.uint8)
+    images[:10, ..., 0] = 255  # strongly red images: a channel swap cannot hide
+    bgr_means = images[..., ::-1].reshape(40, -1, 3).mean(axis=1) - np.array(IMAGENET_BGR_MEAN)
+    expected = bgr_means @ np.array([1.0, 0.5, 0.25]) + 200
+    np.testing.assert_allclose(model.predict(images.astype(np.float32), verbose=0)[:, 0], expected, rtol=1e-4)
+
+    path = tmp_path / "pre.tflite"
+    convert_int8(model, images, path)
+    interpreter = load_interpreter_class()(model_path=str(path))
+    interpreter.allocate_tensors()
+    got = []
+    for image in images:
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None])
+        interpreter.invoke()
+        got.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0, 0])
+    # int8 steps of ~1 unit on each channel mean: far below the ~100-unit swing between images.
+    assert np.abs(np.array(got) - expected).max() < 3.0

@@ -18,7 +18,10 @@ class ResNetPreprocess(layers.Layer):
     """ResNet50's input preprocessing inside the model, so the ``.tflite`` takes uint8 RGB."""
 
     def call(self, inputs):  # noqa: D102
-        bgr = ops.flip(ops.cast(inputs, self.compute_dtype), axis=-1)
+        # A gather, not ops.flip: the int8 REVERSE_V2 that flip becomes in TFLite put ~46
+        # quantisation steps of error on every pixel (TFLite's QuantizationDebugger), which
+        # cost the exported model ~0.75 years of MAE; GATHER is exact in int8.
+        bgr = ops.take(ops.cast(inputs, self.compute_dtype), [2, 1, 0], axis=-1)
         return bgr - ops.convert_to_tensor(IMAGENET_BGR_MEAN, dtype=self.compute_dtype)
 
 
