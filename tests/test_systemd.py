@@ -44,7 +44,10 @@ def test_unit_runs_the_app_the_way_the_tests_do():
 def test_install_script_lays_out_a_kiosk_and_removes_it(tmp_path):
     staged = tmp_path / "root"
     log = tmp_path / "systemctl.log"
-    env = dict(os.environ, DESTDIR=str(staged), SYSTEMCTL=f"{shutil.which('bash')} -c 'echo \"$0 $*\" >> {log}' x",
+    systemctl = tmp_path / "systemctl"  # stands in for the real one: records what it was asked
+    systemctl.write_text(f"#!/bin/sh\necho \"$*\" >> {log}\n")
+    systemctl.chmod(0o755)
+    env = dict(os.environ, DESTDIR=str(staged), SYSTEMCTL=str(systemctl),
                PIP_INSTALL_ARGS="--no-deps")  # the layout is under test here, not the dependencies
     subprocess.run(["bash", str(PROJECT_ROOT / "systemd" / "install.sh")], env=env, check=True, capture_output=True)
     prefix = staged / "opt" / "agecheck"
