@@ -116,6 +116,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def open_window(shape: tuple[int, ...], min_width: int = 960) -> None:
+    """The cashier's window: no toolbar (Qt's has a save button: no frame may be saved by
+    accident), resizable, at least ``min_width`` wide so the banner reads from the till."""
+    cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
+    height, width = shape[:2]
+    scale = max(1.0, min_width / width)
+    cv2.resizeWindow(WINDOW, int(width * scale), int(height * scale))
+
+
 class VideoWriter:
     """Annotated frames to a video file, encoded on a background thread.
 
@@ -230,7 +239,7 @@ def run(
                 if event.type == "track_end":
                     track_starts.pop(event.track_id, None)
 
-        last_ms = 0
+        last_ms, window_open = 0, False
         try:
             for frame in source.frames():
                 frame_started = time.monotonic()
@@ -260,6 +269,9 @@ def run(
                     if video is not None:
                         video.write(annotated)
                     if show:
+                        if not window_open:
+                            open_window(annotated.shape)
+                            window_open = True
                         cv2.imshow(WINDOW, annotated)
                         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                             break

@@ -171,7 +171,7 @@ def evaluate(
         "unreadable": len(crops.unreadable),
         "no_face": len(crops.no_face),
         "no_face_files": [Path(p).name for p in crops.no_face] if detect_faces else [],
-        "no_face_handling": "left out" if detect_faces else "used whole (already-cropped photos)",
+        "no_face_handling": "left out" if detect_faces else "used whole, as already-cropped photos",
         "errors": errors(true_years, predicted),
         "policy": policy_shares(true_years, predicted, threshold_age, margin),
         "calibration": {
