@@ -117,8 +117,10 @@ def peak_rss_mb() -> float:
 
 
 def open_window(shape: tuple[int, ...], min_width: int = 960) -> None:
-    """The cashier's window: no toolbar (Qt's has a save button: no frame may be saved by
-    accident), resizable, at least ``min_width`` wide so the banner reads from the till."""
+    """Open the cashier's window: resizable, at least ``min_width`` wide, and without a toolbar.
+
+    Qt's toolbar has a save button, and no customer's frame may be saved by accident.
+    """
     cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
     height, width = shape[:2]
     scale = max(1.0, min_width / width)
