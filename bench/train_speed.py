@@ -1,0 +1,48 @@
+"""Training and inference throughput of the ResNet50 regressor on this machine.
+
+    python bench/train_speed.py 64 float32 96 float32 64 mixed_bfloat16
+
+Pairs of (input size, Keras dtype policy). Random data: this measures speed, not learning.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from training.model import build_model  # noqa: E402
+
+
+def measure(size: int, policy: str, batch: int = 64, batches: int = 6) -> tuple[float, float]:
+    keras.mixed_precision.set_global_policy(policy)
+    model = build_model(size, "none", 1e-4, 30.0)
+    x = np.random.default_rng(0).integers(0, 256, (batch * batches, size, size, 3)).astype("float32")
+    y = np.full(len(x), 30.0, "float32")
+    model.fit(x[:batch], y[:batch], batch_size=batch, epochs=1, verbose=0)  # build and warm up
+    started = time.perf_counter()
+    model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+    train = len(x) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    model.predict(x, batch_size=batch, verbose=0)
+    return train, len(x) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    args = sys.argv[1:] or ["64", "float32"]
+    print(f"{os.cpu_count()} cores\n")
+    print("| input px | policy | train img/s | predict img/s |\n| ---: | --- | ---: | ---: |")
+    for size, policy in zip(args[::2], args[1::2], strict=True):
+        train, predict = measure(int(size), policy)
+        print(f"| {size} | {policy} | {train:.1f} | {predict:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
