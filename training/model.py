@@ -48,6 +48,18 @@ def _backbone(input_size: int, weights: str) -> keras.Model:
         raise AgecheckError(f"--weights {weights} could not be loaded into ResNet50: {error}") from None
 
 
+def check_weights(weights: str, input_size: int) -> None:
+    """Fail now, not after an hour of cropping, if the backbone weights cannot be had.
+
+    ``imagenet`` is downloaded into Keras' cache (a later build reuses it); a path is loaded.
+
+    Raises:
+        AgecheckError: if the weights cannot be had.
+    """
+    if weights != "none":
+        _backbone(max(input_size, 32), weights)
+
+
 def build_model(
     input_size: int,
     weights: str = "imagenet",

@@ -219,6 +219,12 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
         if (out / REPORT_NAME).is_file():
             raise AgecheckError(f"run {out} has already finished; nothing to resume")
         log.info("no checkpoint in %s yet: starting the run", out)
+    # Check what can fail fast before writing anything: a typo in --data must not leave a run
+    # folder behind that the corrected command would then refuse as "not empty".
+    load_labels(config.data_dir)
+    from training.model import check_weights
+
+    check_weights(config.weights, config.image_size)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     images, crops, train_pos, val_pos = prepare_data(config, out / "cache")
