@@ -23,7 +23,7 @@ from edge_app.crop import crop_faces
 from edge_app.detect import FaceDetector
 from edge_app.errors import AgecheckError
 from edge_app.overlay import draw
-from edge_app.policy import ALERT, AgePolicy
+from edge_app.policy import ALERT, TRACK_END, TRACK_START, AgePolicy, Event
 from edge_app.track import FaceTracker
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,13 @@ class Summary:
 def display_available() -> bool:
     """A screen to draw on (X11 or Wayland)."""
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _timed(function, *args):
+    """``(function(*args), seconds it took)``."""
+    started = time.monotonic()
+    result = function(*args)
+    return result, time.monotonic() - started
 
 
 def peak_rss_mb() -> float:
@@ -179,6 +186,51 @@ class VideoWriter:
                 raise self._error
 
 
+class EventRouter:
+    """Sends each event to every sink and keeps the summary's counts of tracks and alerts."""
+
+    def __init__(self, sinks: list[EventSink], summary: Summary, live: bool) -> None:
+        self.sinks, self.summary, self.live = sinks, summary, live
+        self._track_start_ms: dict[int, int] = {}
+
+    def send(self, events: list[Event]) -> int:
+        """Deliver events; returns how many were alerts."""
+        alerts = 0
+        for event in events:
+            record = event_record(event, self.summary.threshold_age, self.summary.margin_years, self.live)
+            for sink in self.sinks:
+                sink.send(record)
+            if event.type == TRACK_START:
+                self.summary.tracks += 1
+                self._track_start_ms[event.track_id] = event.timestamp_ms
+            elif event.type == ALERT:
+                alerts += 1
+                start_ms = self._track_start_ms.get(event.track_id, event.timestamp_ms)
+                self.summary.first_alert_after_track_start_s.append(round((event.timestamp_ms - start_ms) / 1000, 3))
+            elif event.type == TRACK_END:
+                self._track_start_ms.pop(event.track_id, None)
+        self.summary.alerts += alerts
+        return alerts
+
+
+class Window:
+    """The cashier's window, opened on the first frame; `show` is False once q or Esc is pressed."""
+
+    def __init__(self) -> None:
+        self._open = False
+
+    def show(self, image) -> bool:  # noqa: D102
+        if not self._open:
+            open_window(image.shape)
+            self._open = True
+        cv2.imshow(WINDOW, image)
+        return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
+
+    def close(self) -> None:  # noqa: D102
+        if self._open:
+            cv2.destroyWindow(WINDOW)
+
+
 def run(
     config: AppConfig,
     outputs: Outputs = Outputs(),
@@ -214,6 +266,7 @@ def run(
         show = config.output.display and display_available()
         if config.output.display and not show:
             log.info("no display available: running headless")
+        window = stack.enter_context(contextlib.closing(Window())) if show else None
         video = None
         if outputs.video:
             video = stack.enter_context(contextlib.closing(VideoWriter(outputs.video, source.fps)))
@@ -223,25 +276,9 @@ def run(
                 outputs.events, config.output.events_max_bytes, config.output.events_backups))))
         summary = Summary(source=config.source.source, video_fps=source.fps, threshold_age=threshold_age,
                           margin_years=round(margin_years, 2), model=Path(config.age_model.model_path).name)
-        started, track_starts = time.monotonic(), {}
+        events = EventRouter(all_sinks, summary, source.live)
+        started, last_ms = time.monotonic(), 0
         log.info("running on %s: threshold %g + margin %.2f years", config.source.source, threshold_age, margin_years)
-
-        def emit(events) -> None:
-            for event in events:
-                record = event_record(event, threshold_age, margin_years, source.live)
-                for sink in all_sinks:
-                    sink.send(record)
-                if event.type == "track_start":
-                    summary.tracks += 1
-                    track_starts[event.track_id] = event.timestamp_ms
-                if event.type == ALERT:
-                    summary.alerts += 1
-                    start_ms = track_starts.get(event.track_id, event.timestamp_ms)
-                    summary.first_alert_after_track_start_s.append(round((event.timestamp_ms - start_ms) / 1000, 3))
-                if event.type == "track_end":
-                    track_starts.pop(event.track_id, None)
-
-        last_ms, window_open = 0, False
         try:
             for frame in source.frames():
                 frame_started = time.monotonic()
@@ -250,46 +287,33 @@ def run(
                 faces = tracker.update(faces, frame.timestamp_ms)
                 due = tracker.due_for_estimate(faces, frame.timestamp_ms)
                 crops = crop_faces(rgb, faces.xyxy[due], age_model.input_size, age_model.card.crop)
-                age_started = time.monotonic()
-                ages = age_model.predict(crops)
-                age_seconds = time.monotonic() - age_started
+                ages, age_seconds = _timed(age_model.predict, crops)
                 faces = tracker.add_estimates(faces, due, ages, frame.timestamp_ms)
-                alerts_before = summary.alerts
-                emit(policy.update(faces, frame.timestamp_ms))
-                stats = FrameStats(len(faces), len(crops), summary.alerts - alerts_before, age_seconds,
-                                   time.monotonic() - frame_started)
+                new_alerts = events.send(policy.update(faces, frame.timestamp_ms))
 
+                last_ms = frame.timestamp_ms
                 summary.frames += 1
                 summary.faces += len(faces)
                 summary.age_estimates += len(crops)
-                summary.duration_s = time.monotonic() - started
-                summary.processing_fps = summary.frames / max(summary.duration_s, 1e-9)
-                last_ms = frame.timestamp_ms
-                if video is not None or show:
+                summary.processing_fps = summary.frames / max(time.monotonic() - started, 1e-9)
+                summary.camera_reconnects = source.reconnects
+                if video is not None or window is not None:
                     annotated = draw(frame.image, faces, policy.decisions(faces), threshold_age, margin_years,
                                      fps=summary.processing_fps)
                     if video is not None:
                         video.write(annotated)
-                    if show:
-                        if not window_open:
-                            open_window(annotated.shape)
-                            window_open = True
-                        cv2.imshow(WINDOW, annotated)
-                        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                            break
+                    if window is not None and not window.show(annotated):
+                        break
                 if hooks.on_frame is not None:
-                    summary.camera_reconnects = source.reconnects
-                    hooks.on_frame(summary, stats)
+                    hooks.on_frame(summary, FrameStats(len(faces), len(crops), new_alerts, age_seconds,
+                                                       time.monotonic() - frame_started))
                 if hooks.should_stop():
                     break
                 if hooks.should_reload():
                     summary.reload_requested = True
                     break
         finally:
-            emit(policy.finish(last_ms))
-            summary.camera_reconnects = source.reconnects
-            if show:
-                cv2.destroyAllWindows()
+            events.send(policy.finish(last_ms))
     # After the with block: the video writer has flushed, and that time counts too.
     summary.duration_s = round(time.monotonic() - started, 2)
     summary.processing_fps = round(summary.frames / max(summary.duration_s, 1e-9), 2)
