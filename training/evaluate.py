@@ -91,7 +91,7 @@ def plot_tradeoff(true_years, predicted, threshold_age, marked: dict[str, float]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    margins = np.linspace(0, 20, 81)
+    margins = np.linspace(0, max(20.0, *marked.values(), 0.0) + 1, 161)  # reach every marked margin
     shares = [policy_shares(true_years, predicted, threshold_age, m) for m in margins]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     if shares[0]["minors_flagged"] is None or shares[0]["age_25_plus_flagged"] is None:
