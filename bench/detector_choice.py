@@ -17,7 +17,8 @@ import cv2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge_app.config import DEFAULT_SAMPLE_CLIP, MODELS_DIR, DetectorConfig  # noqa: E402
+from edge_app.capture import VideoSource  # noqa: E402
+from edge_app.config import DEFAULT_SAMPLE_CLIP, MODELS_DIR, DetectorConfig, SourceConfig  # noqa: E402
 from edge_app.detect import FaceDetector  # noqa: E402
 
 MODELS = ("face_detection_full_range_sparse.tflite", "face_detection_short_range.tflite")
@@ -25,13 +26,8 @@ CONFIDENCES = (0.3, 0.5, 0.7)
 
 
 def read(clip: Path) -> list:
-    capture = cv2.VideoCapture(str(clip))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            return frames
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    with VideoSource(SourceConfig(source=str(clip))) as source:
+        return [cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB) for frame in source.frames()]
 
 
 def main() -> None:

@@ -26,11 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edge_app.age_model import AgeRegressor  # noqa: E402
+from edge_app.capture import VideoSource  # noqa: E402
 from edge_app.config import (  # noqa: E402
     DEFAULT_AGE_MODEL,
     DEFAULT_SAMPLE_CLIP,
     AgeModelConfig,
     DetectorConfig,
+    SourceConfig,
     TrackerConfig,
 )
 from edge_app.crop import crop_faces  # noqa: E402
@@ -40,13 +42,8 @@ from edge_app.track import FaceTracker  # noqa: E402
 
 
 def make_720p_clip(path: Path, seconds: float, fps: float = 60.0) -> Path:
-    capture = cv2.VideoCapture(str(DEFAULT_SAMPLE_CLIP))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame[50:158, 0:192])  # the left customer alone, 16:9
+    with VideoSource(SourceConfig(source=str(DEFAULT_SAMPLE_CLIP))) as source:
+        frames = [frame.image[50:158, 0:192] for frame in source.frames()]  # the left customer alone, 16:9
     cycle = frames + frames[::-1]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (1280, 720))
     for i in range(int(seconds * fps)):

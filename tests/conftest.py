@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_app.config import DEFAULT_SAMPLE_CLIP
+from edge_app.capture import VideoSource
+from edge_app.config import DEFAULT_SAMPLE_CLIP, SourceConfig
 from edge_app.faces import Faces
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,14 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def clip_frames() -> list[np.ndarray]:
     """All 41 BGR frames of the bundled clip (three people walking towards the camera)."""
-    capture = cv2.VideoCapture(str(DEFAULT_SAMPLE_CLIP))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
+    with VideoSource(SourceConfig(source=str(DEFAULT_SAMPLE_CLIP))) as source:
+        frames = [frame.image for frame in source.frames()]
     assert len(frames) == 41
     return frames
 
