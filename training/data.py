@@ -117,12 +117,17 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def load_labels(data_dir: str | Path) -> LabelledImages:
-    """Find the layout of ``data_dir`` and read its labels.
+def load_labels(data_dir: str | Path, max_images: int = 0) -> LabelledImages:
+    """Find the layout of ``data_dir`` and read its labels (only the first ``max_images`` if > 0).
 
     Raises:
         DataError: if the folder is missing, empty, matches no layout, or holds a bad label.
     """
+    images = _load_labels(data_dir)
+    return images.subset(np.arange(min(max_images, len(images)))) if max_images else images
+
+
+def _load_labels(data_dir: str | Path) -> LabelledImages:
     root = Path(data_dir)
     if not root.exists():
         raise DataError(f"data folder {root} does not exist")
@@ -281,3 +286,18 @@ def load_crops(
                  unreadable=np.array(unreadable, dtype=str), no_face=np.array(no_face, dtype=str))
         tmp.replace(cache)
     return crops
+
+
+def split_crops(
+    images: LabelledImages, crops: Crops, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation positions *into* ``crops``, split as `split_indices` splits the labels.
+
+    Images that could not be cropped (unreadable, or without a face when one is required)
+    simply drop out of their split.
+    """
+    train_idx, val_idx = split_indices(images, val_fraction, seed)
+    position = {int(image): i for i, image in enumerate(crops.index)}
+    train = np.array([position[i] for i in train_idx if i in position], np.int64)
+    val = np.array([position[i] for i in val_idx if i in position], np.int64)
+    return train, val

@@ -18,7 +18,7 @@ from edge_app.config import MODELS_DIR, AgeModelConfig, DetectorConfig
 from edge_app.crop import CropSettings
 from edge_app.errors import AgecheckError
 from edge_app.model_card import ModelCard, write_card
-from training.data import LabelledImages, load_crops, load_labels, split_indices
+from training.data import LabelledImages, load_crops, load_labels, split_crops
 from training.metrics import calibrate_margins, errors, policy_shares
 from training.train import PHOTO_DETECTOR
 
@@ -58,6 +58,7 @@ class RunSettings:
     seed: int
     val_fraction: float
     report: dict
+    max_images: int = 0
 
     @classmethod
     def for_model(cls, model_path: Path, image_size: int) -> RunSettings:
@@ -75,6 +76,7 @@ class RunSettings:
             seed=config.get("seed", 42),
             val_fraction=config.get("val_fraction", 0.2),
             report=report,
+            max_images=config.get("max_images", 0),
         )
 
 
@@ -151,15 +153,9 @@ def validation_crops(
 
     ``index[i]`` is the position in the labels of crop ``i``.
     """
-    images = load_labels(data_dir)
-    max_images = settings.report.get("config", {}).get("max_images", 0)
-    if max_images:
-        images = images.subset(np.arange(min(max_images, len(images))))
+    images = load_labels(data_dir, settings.max_images)
     crops = load_crops(images, settings.image_size, settings.crop, settings.detector, cache_dir)
-    train_idx, val_idx = split_indices(images, settings.val_fraction, settings.seed)
-    position = {int(image): i for i, image in enumerate(crops.index)}
-    train = np.array([position[i] for i in train_idx if i in position], np.int64)
-    val = np.array([position[i] for i in val_idx if i in position], np.int64)
+    train, val = split_crops(images, crops, settings.val_fraction, settings.seed)
     if len(val) == 0:
         raise AgecheckError(f"no readable validation images in {data_dir}")
     return images, crops.images, train, val, crops.index

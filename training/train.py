@@ -16,7 +16,7 @@ import numpy as np
 from edge_app.config import MODELS_DIR, DetectorConfig
 from edge_app.crop import CropSettings
 from edge_app.errors import AgecheckError
-from training.data import Crops, LabelledImages, load_crops, load_labels, split_indices
+from training.data import Crops, LabelledImages, load_crops, load_labels, split_crops
 
 log = logging.getLogger(__name__)
 
@@ -99,24 +99,20 @@ def bf16_supported() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def prepare_data(config: TrainConfig, cache_dir: Path) -> tuple[LabelledImages, Crops, np.ndarray, np.ndarray]:
-    """Labels, crops, and train/validation positions *into the crops*."""
-    images = load_labels(config.data_dir)
-    if config.max_images:
-        images = images.subset(np.arange(min(config.max_images, len(images))))
+def prepare_data(
+    config: TrainConfig, images: LabelledImages, cache_dir: Path
+) -> tuple[Crops, np.ndarray, np.ndarray]:
+    """Crops of ``images``, and train/validation positions *into the crops*."""
     crops = load_crops(images, config.image_size, config.crop, config.detector, cache_dir, progress=True)
     if len(crops.images) == 0:
         raise AgecheckError(f"no readable images in {config.data_dir} ({len(crops.unreadable)} unreadable)")
-    train_idx, val_idx = split_indices(images, config.val_fraction, config.seed)
-    position = {int(image): i for i, image in enumerate(crops.index)}
-    train = np.array([position[i] for i in train_idx if i in position], np.int64)
-    val = np.array([position[i] for i in val_idx if i in position], np.int64)
+    train, val = split_crops(images, crops, config.val_fraction, config.seed)
     if len(train) == 0 or len(val) == 0:
         raise AgecheckError(
             f"need readable images in both splits, got {len(train)} train and {len(val)} validation; "
             "add images or change --val-fraction"
         )
-    return images, crops, train, val
+    return crops, train, val
 
 
 def _augmenter(seed: int):
@@ -221,13 +217,13 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
         log.info("no checkpoint in %s yet: starting the run", out)
     # Check what can fail fast before writing anything: a typo in --data must not leave a run
     # folder behind that the corrected command would then refuse as "not empty".
-    load_labels(config.data_dir)
+    images = load_labels(config.data_dir, config.max_images)
     from training.model import check_weights
 
     check_weights(config.weights, config.image_size)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    images, crops, train_pos, val_pos = prepare_data(config, out / "cache")
+    crops, train_pos, val_pos = prepare_data(config, images, out / "cache")
     ages = images.age_years[crops.index]
     train_mean = float(ages[train_pos].mean())
     dummy_mae = float(np.abs(ages[val_pos] - train_mean).mean())
