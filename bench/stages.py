@@ -81,7 +81,9 @@ def stage_timings(clip: Path, model: Path) -> dict:
     faces = next(f for f in faces_per_frame if len(f))
     regressor = AgeRegressor(AgeModelConfig(model_path=str(model), num_threads=2, max_batch=64))
     size, crop = regressor.input_size, regressor.card.crop
-    out["crop_ms_per_face"] = ms_per_call(lambda: crop_faces(rgb[0], faces.xyxy, size, crop), 50) / len(faces)
+    out["crop_ms_per_face"] = ms_per_call(
+        lambda: crop_faces(rgb[0], faces.xyxy, size, crop, faces.keypoints), 50
+    ) / len(faces)
     rng = np.random.default_rng(0)
     for batch in (1, 2, 4, 8):
         crops = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)

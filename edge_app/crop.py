@@ -24,10 +24,13 @@ class CropSettings:
             also background, neighbours and, on cropped photos, padding.
         pad: ``"edge"`` (replicate) or ``"constant"`` (black) where the expanded box leaves
             the frame; replicated edges look less unlike a real background than black bars.
+        align: rotate each crop about the box centre so that the eyes (BlazeFace keypoints)
+            are level; faces without keypoints are cut unrotated.
     """
 
     margin: float = 0.1
     pad: str = "edge"
+    align: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.margin <= 2.0:
@@ -57,8 +60,70 @@ def square_boxes(xyxy: np.ndarray, margin: float) -> np.ndarray:
     return np.concatenate([centre - half, centre + half], axis=1).astype(np.float32)
 
 
+def eye_angles_deg(keypoints: np.ndarray) -> np.ndarray:
+    """Roll of each face in degrees from its eye keypoints; 0 where they are unknown.
+
+    Args:
+        keypoints: (n, 6, 2) BlazeFace keypoints in pixels (``Faces.keypoints``).
+
+    Returns:
+        (n,) float32 angle of the line from the right eye to the left eye (image x to the
+        right, y down): rotating a crop by this angle about its centre levels the eyes.
+    """
+    keypoints = np.asarray(keypoints, np.float32).reshape(-1, 6, 2)
+    delta = keypoints[:, 1] - keypoints[:, 0]
+    angle = np.degrees(np.arctan2(delta[:, 1], delta[:, 0]))
+    # The eyes' order is the detector's guess; a face is never upside down at a till.
+    angle = np.where(angle > 90, angle - 180, np.where(angle < -90, angle + 180, angle))
+    return np.where(np.isfinite(angle), angle, 0.0).astype(np.float32)
+
+
+def _rotated_crop(image: np.ndarray, box: np.ndarray, angle_deg: float, size: int, border: int) -> np.ndarray:
+    """``size`` square of ``box`` (square, pixels) rotated by ``angle_deg`` about its centre.
+
+    The box is first cut with room for any rotation and resized with INTER_AREA, so faces
+    much larger than ``size`` are not aliased; the rotation then happens at output scale.
+    """
+    centre = (box[:2] + box[2:]) / 2
+    side = float(box[2] - box[0])
+    room = 1.5  # > sqrt(2): the rotated square's corners stay inside the cut
+    big = np.round(np.concatenate([centre - side * room / 2, centre + side * room / 2])).astype(np.int64)
+    cut = _cut(image, big, border)
+    big_px = max(int(round(size * room)), size + 2)
+    scaled = cv2.resize(cut, (big_px, big_px), interpolation=cv2.INTER_AREA if cut.shape[0] > big_px
+                        else cv2.INTER_LINEAR)
+    middle = (big_px - 1) / 2
+    scale = size * cut.shape[0] / (side * big_px)  # scaled pixels -> output pixels
+    matrix = cv2.getRotationMatrix2D((middle, middle), float(angle_deg), scale)
+    matrix[:, 2] += (size - 1) / 2 - middle
+    return cv2.warpAffine(scaled, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
+
+
+def _cut(image: np.ndarray, box: np.ndarray, border: int) -> np.ndarray:
+    """Pixels of integer ``box`` (x0, y0, x1, y1), padded where it leaves the image."""
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = (int(v) for v in box)
+    x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+    inside = image[max(y0, 0) : min(y1, height), max(x0, 0) : min(x1, width)]
+    if inside.size == 0:  # the whole box lies outside the frame
+        return np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
+    return cv2.copyMakeBorder(
+        inside,
+        top=max(-y0, 0),
+        bottom=max(y1 - height, 0),
+        left=max(-x0, 0),
+        right=max(x1 - width, 0),
+        borderType=border,
+        value=(0, 0, 0),
+    )
+
+
 def crop_faces(
-    image: np.ndarray, xyxy: np.ndarray, size: int, settings: CropSettings = CropSettings()
+    image: np.ndarray,
+    xyxy: np.ndarray,
+    size: int,
+    settings: CropSettings = CropSettings(),
+    keypoints: np.ndarray | None = None,
 ) -> np.ndarray:
     """Cut square, margin-expanded, edge-padded crops and resize them to ``size``.
 
@@ -66,7 +131,9 @@ def crop_faces(
         image: (H, W, 3) uint8 image; crops keep its channel order (the app passes RGB).
         xyxy: (n, 4) face boxes in pixels.
         size: side of the output crops in pixels.
-        settings: margin and padding, as recorded in the model card.
+        settings: margin, padding and alignment, as recorded in the model card.
+        keypoints: (n, 6, 2) BlazeFace keypoints in pixels; with ``settings.align`` each
+            crop is rotated so that the eyes are level.
 
     Returns:
         (n, size, size, 3) uint8 crops; (0, size, size, 3) when there are no boxes.
@@ -78,25 +145,17 @@ def crop_faces(
         raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
-    boxes = np.round(square_boxes(xyxy, settings.margin)).astype(np.int64)
-    crops = np.empty((len(boxes), size, size, 3), np.uint8)
-    height, width = image.shape[:2]
+    squares = square_boxes(xyxy, settings.margin)
+    angles = np.zeros(len(squares), np.float32)
+    if settings.align and keypoints is not None:
+        angles = eye_angles_deg(keypoints)
+    crops = np.empty((len(squares), size, size, 3), np.uint8)
     border = cv2.BORDER_CONSTANT if settings.pad == "constant" else cv2.BORDER_REPLICATE
-    for i, (x0, y0, x1, y1) in enumerate(boxes):
-        x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
-        inside = image[max(y0, 0) : min(y1, height), max(x0, 0) : min(x1, width)]
-        if inside.size == 0:  # the whole box lies outside the frame
-            crops[i] = 0
+    for i, (square, angle) in enumerate(zip(squares, angles, strict=True)):
+        if abs(angle) >= 0.5:
+            crops[i] = _rotated_crop(image, square, angle, size, border)
             continue
-        padded = cv2.copyMakeBorder(
-            inside,
-            top=max(-y0, 0),
-            bottom=max(y1 - height, 0),
-            left=max(-x0, 0),
-            right=max(x1 - width, 0),
-            borderType=border,
-            value=(0, 0, 0),
-        )
+        padded = _cut(image, np.round(square).astype(np.int64), border)
         # INTER_AREA when shrinking avoids aliasing; most faces are larger than the input.
         shrink = padded.shape[0] > size
         crops[i] = cv2.resize(

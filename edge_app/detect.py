@@ -10,7 +10,7 @@ import numpy as np
 
 from edge_app.config import DetectorConfig
 from edge_app.errors import AgecheckError
-from edge_app.faces import Faces
+from edge_app.faces import KEYPOINTS, Faces
 
 # MediaPipe's C++ side logs every graph start at INFO to stderr; keep journald readable.
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -92,7 +92,7 @@ class FaceDetector:
             result = self._detector.detect_for_video(image, int(timestamp_ms))
         else:
             result = self._detector.detect(image)
-        return faces_from_result(result)
+        return faces_from_result(result, rgb.shape[1], rgb.shape[0])
 
     def close(self) -> None:
         """Release the MediaPipe graph."""
@@ -105,8 +105,8 @@ class FaceDetector:
         self.close()
 
 
-def faces_from_result(result: vision.FaceDetectorResult) -> Faces:
-    """Adapt a MediaPipe detection result to `Faces`."""
+def faces_from_result(result: vision.FaceDetectorResult, width: int, height: int) -> Faces:
+    """Adapt a MediaPipe detection result to `Faces` (keypoints from normalised to pixels)."""
     if not result.detections:
         return Faces.empty()
     boxes = [d.bounding_box for d in result.detections]
@@ -115,4 +115,9 @@ def faces_from_result(result: vision.FaceDetectorResult) -> Faces:
         np.float32,
     )
     confidence = np.array([d.categories[0].score for d in result.detections], np.float32)
-    return Faces(xyxy=xyxy, confidence=confidence)
+    keypoints = np.full((len(boxes), len(KEYPOINTS), 2), np.nan, np.float32)
+    for i, detection in enumerate(result.detections):
+        points = [(k.x * width, k.y * height) for k in (detection.keypoints or [])][: len(KEYPOINTS)]
+        if points:
+            keypoints[i, : len(points)] = points
+    return Faces(xyxy=xyxy, confidence=confidence, keypoints=keypoints)

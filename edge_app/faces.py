@@ -7,6 +7,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 UNTRACKED = -1
+# BlazeFace's six keypoints, in its order: right eye, left eye (the person's own sides),
+# nose tip, mouth centre, right and left ear tragion.
+KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear")
 
 
 def _check_shape(name: str, array: np.ndarray, shape: tuple[int | None, ...]) -> None:
@@ -29,6 +32,8 @@ class Faces:
         age_years: (n,) float32 age estimate in years (the track's aggregate once tracked);
             NaN where no estimate exists yet.
         estimates: (n,) int64 number of age estimates behind ``age_years``.
+        keypoints: (n, 6, 2) float32 landmark positions in pixels, in ``KEYPOINTS`` order;
+            NaN where the detector gave none.
     """
 
     xyxy: np.ndarray
@@ -36,6 +41,7 @@ class Faces:
     tracker_id: np.ndarray = field(default=None)  # type: ignore[assignment]
     age_years: np.ndarray = field(default=None)  # type: ignore[assignment]
     estimates: np.ndarray = field(default=None)  # type: ignore[assignment]
+    keypoints: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
@@ -47,11 +53,15 @@ class Faces:
             self.age_years = np.full(n, np.nan, dtype=np.float32)
         if self.estimates is None:
             self.estimates = np.zeros(n, dtype=np.int64)
+        if self.keypoints is None:
+            self.keypoints = np.full((n, len(KEYPOINTS), 2), np.nan, dtype=np.float32)
+        self.keypoints = np.asarray(self.keypoints, dtype=np.float32)
         self.tracker_id = np.asarray(self.tracker_id, dtype=np.int64)
         self.age_years = np.asarray(self.age_years, dtype=np.float32)
         self.estimates = np.asarray(self.estimates, dtype=np.int64)
         for name in ("confidence", "tracker_id", "age_years", "estimates"):
             _check_shape(name, getattr(self, name), (n,))
+        _check_shape("keypoints", self.keypoints, (n, len(KEYPOINTS), 2))
         if n and np.any(self.xyxy[:, 2:] < self.xyxy[:, :2]):
             raise ValueError(f"Faces.xyxy needs x_max >= x_min and y_max >= y_min, got {self.xyxy}")
 
@@ -73,6 +83,7 @@ class Faces:
             tracker_id=self.tracker_id[index],
             age_years=self.age_years[index],
             estimates=self.estimates[index],
+            keypoints=self.keypoints[index],
         )
 
     def with_ages(self, age_years: np.ndarray, estimates: np.ndarray | None = None) -> Faces:

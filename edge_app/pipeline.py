@@ -286,7 +286,9 @@ def run(
                 faces = detector.detect(rgb, timestamp_ms=frame.timestamp_ms)
                 faces = tracker.update(faces, frame.timestamp_ms)
                 due = tracker.due_for_estimate(faces, frame.timestamp_ms)
-                crops = crop_faces(rgb, faces.xyxy[due], age_model.input_size, age_model.card.crop)
+                crops = crop_faces(
+                    rgb, faces.xyxy[due], age_model.input_size, age_model.card.crop, faces.keypoints[due]
+                )
                 ages, age_seconds = _timed(age_model.predict, crops)
                 faces = tracker.add_estimates(faces, due, ages, frame.timestamp_ms)
                 new_alerts = events.send(policy.update(faces, frame.timestamp_ms))

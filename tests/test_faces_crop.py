@@ -96,3 +96,63 @@ def test_crop_faces_rejects_bad_input(image, size, match):
 def test_crop_settings_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CropSettings(**kwargs)
+
+
+def _two_dots(angle_deg, size=200, centre=(100, 100), half_gap=30):
+    """A grey image with two bright 'eyes' on a line at ``angle_deg`` through ``centre``, and their keypoints."""
+    import cv2
+
+    image = np.full((size, size, 3), 60, np.uint8)
+    rad = np.radians(angle_deg)
+    offset = np.array([np.cos(rad), np.sin(rad)]) * half_gap
+    eyes = np.array([np.array(centre) - offset, np.array(centre) + offset])
+    for x, y in eyes:
+        cv2.circle(image, (int(round(x)), int(round(y))), 5, (255, 255, 255), -1)
+    keypoints = np.full((1, 6, 2), np.nan, np.float32)
+    keypoints[0, :2] = eyes
+    return image, keypoints
+
+
+def _dot_rows(crop):
+    """Row (y) of the brightness centroid of the left and right halves of a crop."""
+    grey = crop.astype(float).mean(axis=2)
+    rows = []
+    for half in (grey[:, : grey.shape[1] // 2], grey[:, grey.shape[1] // 2 :]):
+        weight = np.clip(half - 128, 0, None)
+        rows.append((weight.sum(axis=1) * np.arange(len(weight))).sum() / weight.sum())
+    return rows
+
+
+@pytest.mark.parametrize("angle", [-25.0, -10.0, 15.0, 25.0])
+def test_aligned_crop_levels_the_eyes(angle):
+    from edge_app.crop import eye_angles_deg
+
+    image, keypoints = _two_dots(angle)
+    box = np.array([[60, 60, 140, 140]], np.float32)
+    assert eye_angles_deg(keypoints)[0] == pytest.approx(angle, abs=0.01)
+    level = crop_faces(image, box, 64, CropSettings(margin=0.2, align=True), keypoints)[0]
+    tilted = crop_faces(image, box, 64, CropSettings(margin=0.2, align=False), keypoints)[0]
+    left, right = _dot_rows(level)
+    assert abs(left - right) < 1.0  # level within a pixel
+    tl, tr = _dot_rows(tilted)
+    expected = 2 * 30 * abs(np.sin(np.radians(angle))) * 64 / 112  # the eyes' height gap, in crop pixels
+    assert abs(abs(tl - tr) - expected) < 1.5  # without alignment the tilt stays
+    assert abs((left + right) / 2 - 31.5) < 1.5  # rotated about the box centre: the eyes stay in the middle
+
+
+def test_aligned_crop_without_keypoints_or_with_level_eyes_is_the_plain_crop():
+    image, keypoints = _two_dots(0.0)
+    box = np.array([[60, 60, 140, 140]], np.float32)
+    plain = crop_faces(image, box, 64, CropSettings())
+    np.testing.assert_array_equal(crop_faces(image, box, 64, CropSettings(align=True)), plain)
+    np.testing.assert_array_equal(crop_faces(image, box, 64, CropSettings(align=True), keypoints), plain)
+    unknown = np.full((1, 6, 2), np.nan, np.float32)
+    np.testing.assert_array_equal(crop_faces(image, box, 64, CropSettings(align=True), unknown), plain)
+
+
+def test_eye_order_swapped_by_the_detector_never_turns_a_face_upside_down():
+    from edge_app.crop import eye_angles_deg
+
+    _, keypoints = _two_dots(10.0)
+    swapped = keypoints[:, [1, 0, 2, 3, 4, 5]]
+    assert eye_angles_deg(swapped)[0] == pytest.approx(10.0, abs=0.01)
