@@ -122,3 +122,31 @@ def test_corrupt_tflite_with_matching_card_is_a_clear_error(brightness_tflite, t
     with pytest.raises(AgecheckError, match="could not be loaded"):
         AgeRegressor(AgeModelConfig(model_path=str(model)))
     assert ModelCard.load(model).mae_years == 5.0
+
+
+@pytest.mark.parametrize("angle", [-20.0, 20.0])
+def test_app_and_training_crops_level_a_rotated_real_face(clip_frames, angle):
+    """A real face rotated by 20 degrees comes out level from the app's crop and from training's."""
+    from edge_app.crop import CropSettings, crop_faces, eye_angles_deg
+    from tests.conftest import face_photos
+    from training.data import detect_in_photo
+
+    photo = cv2.cvtColor(face_photos(clip_frames, 3, size=160)[1], cv2.COLOR_BGR2RGB)
+    matrix = cv2.getRotationMatrix2D((79.5, 79.5), angle, 1.0)
+    rotated = cv2.warpAffine(photo, matrix, (160, 160), borderMode=cv2.BORDER_REPLICATE)
+    config = DetectorConfig(model_path=str(MODELS_DIR / "face_detection_full_range_sparse.tflite"))
+    with FaceDetector(config, video=True) as app_detector, FaceDetector(config, video=False) as photo_detector:
+        app_faces = app_detector.detect(rotated, timestamp_ms=0)  # the app: a camera frame
+        photo_faces = detect_in_photo(photo_detector, rotated, canvas=3.0)  # training: a photo in a canvas
+        for faces in (app_faces, photo_faces):
+            assert len(faces) >= 1
+            best = faces[int(np.argmax(faces.confidence))]
+            assert abs(eye_angles_deg(best.keypoints)[0] + angle) < 10  # the detector sees the tilt
+            measured = {}
+            for align in (True, False):
+                crop = crop_faces(rotated, best.xyxy, 128, CropSettings(margin=0.3, align=align), best.keypoints)[0]
+                again = detect_in_photo(photo_detector, crop, canvas=3.0)  # measure the crop's eye line
+                assert len(again) == 1
+                measured[align] = abs(eye_angles_deg(again.keypoints)[0])
+            # BlazeFace's eye keypoints on a small GIF face wobble by a few degrees either way.
+            assert measured[True] < 8 and measured[False] > 12 and measured[True] < measured[False] / 2

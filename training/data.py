@@ -26,6 +26,7 @@ from edge_app.config import DetectorConfig
 from edge_app.crop import CropSettings, crop_faces
 from edge_app.detect import FaceDetector
 from edge_app.errors import AgecheckError
+from edge_app.faces import Faces
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class LabelledImages:
         split: (n,) ``train``/``val``/``test`` from the layout, or ``""`` when it has none.
         gender: (n,) int, -1 where unknown (UTKFace: 0 male, 1 female).
         race: (n,) int, -1 where unknown (UTKFace: 0 white, 1 black, 2 asian, 3 indian, 4 other).
+        source: (n,) name of the dataset each photo comes from (its folder's name).
     """
 
     root: Path
@@ -65,9 +67,12 @@ class LabelledImages:
     split: np.ndarray
     gender: np.ndarray = field(default=None)  # type: ignore[assignment]
     race: np.ndarray = field(default=None)  # type: ignore[assignment]
+    source: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         n = len(self.paths)
+        if self.source is None:
+            self.source = np.full(n, source_name(self.root))
         if self.gender is None:
             self.gender = np.full(n, -1, np.int64)
         if self.race is None:
@@ -86,7 +91,54 @@ class LabelledImages:
             split=self.split[indices],
             gender=self.gender[indices],
             race=self.race[indices],
+            source=self.source[indices],
         )
+
+    @property
+    def sources(self) -> list[str]:
+        """Source names in order of first appearance."""
+        return list(dict.fromkeys(self.source.tolist()))
+
+
+def source_name(root: Path) -> str:
+    """A dataset's name: its folder's, or the parent's for UTKFace's ``images/``."""
+    return root.parent.name if root.name == "images" else root.name
+
+
+def load_sources(
+    data_dirs: list[str | Path], val_fraction: float, seed: int, max_images: int = 0
+) -> LabelledImages:
+    """Several labelled datasets as one, each split into train and validation on its own.
+
+    ``split`` of the result is ``train``/``val`` (``test`` for a layout's own test part), so
+    every source keeps a validation part that can be reported apart.
+
+    Raises:
+        DataError: as `load_labels`, or if two sources share a folder name.
+    """
+    parts = []
+    for data_dir in data_dirs:
+        images = load_labels(data_dir, max_images)
+        train, val = split_indices(images, val_fraction, seed)
+        split = np.full(len(images), "test", dtype="<U5")
+        split[train], split[val] = "train", "val"
+        images.split = split
+        parts.append(images)
+    names = [p.source[0] for p in parts if len(p)]
+    if len(set(names)) != len(names):
+        raise DataError(f"--data folders must have different names to be told apart, got {names}")
+    if len(parts) == 1:
+        return parts[0]
+    return LabelledImages(
+        root=Path(str(parts[0].root)),
+        layout="+".join(p.layout for p in parts),
+        paths=[path for p in parts for path in p.paths],
+        age_years=np.concatenate([p.age_years for p in parts]),
+        split=np.concatenate([p.split for p in parts]),
+        gender=np.concatenate([p.gender for p in parts]),
+        race=np.concatenate([p.race for p in parts]),
+        source=np.concatenate([p.source for p in parts]),
+    )
 
 
 def _parse_age(text: str, where: str) -> float:
@@ -205,10 +257,32 @@ class Crops:
     no_face: list[str]
 
 
-def _read_rgb(path: Path) -> np.ndarray | None:
+def read_rgb(path: Path) -> np.ndarray | None:
+    """The photo at ``path`` as (H, W, 3) uint8 RGB, or None where it cannot be decoded."""
     data = np.fromfile(path, np.uint8) if path.is_file() else np.empty(0, np.uint8)
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def detect_in_photo(detector: FaceDetector, rgb: np.ndarray, canvas: float) -> Faces:
+    """Faces of a close-up photo as the app's camera detector would frame them.
+
+    The full-range BlazeFace the app runs is tuned for faces a few metres away and misses
+    most close-ups (136 of 300 UTKFace chips); shrunk into a grey canvas ``canvas`` times
+    its size it finds 300 of 300 (``bench/box_mapping.py``). Boxes and keypoints come back
+    in the photo's pixels. ``canvas`` 1 detects on the photo itself.
+    """
+    if canvas <= 1:
+        return detector.detect(rgb)
+    height, width = rgb.shape[:2]
+    top, left = int(height * (canvas - 1) / 2), int(width * (canvas - 1) / 2)
+    big = np.full((int(height * canvas), int(width * canvas), 3), 128, np.uint8)
+    big[top : top + height, left : left + width] = rgb
+    faces = detector.detect(big)
+    offset = np.array([left, top], np.float32)
+    return Faces(
+        xyxy=faces.xyxy - np.tile(offset, 2), confidence=faces.confidence, keypoints=faces.keypoints - offset
+    )
 
 
 def iter_face_crops(
@@ -217,23 +291,31 @@ def iter_face_crops(
     crop: CropSettings,
     detector_config: DetectorConfig,
     require_face: bool = False,
+    canvas: float = 1.0,
+    degradation: tuple[str, int] | None = None,
 ) -> Iterator[tuple[int, np.ndarray | None, str]]:
     """Yield ``(position, crop, status)``, status ``ok``, ``no_face`` or ``unreadable``.
 
-    The face is found by the app's detector and cut by the app's ``crop_faces``, so training
-    crops look like live crops. The most confident face is used; photos with none are used
-    whole (already-cropped datasets) unless ``require_face``.
+    The face is found by the app's detector (see `detect_in_photo` for ``canvas``) and cut
+    by the app's ``crop_faces``, so training crops look like live crops. The most confident
+    face is used; photos with none are used whole (already-cropped datasets) unless
+    ``require_face``. ``degradation`` (name, seed) corrupts each photo first
+    (`training.degrade`), before detection, as a camera would.
     """
+    from training.degrade import degrade
+
     with FaceDetector(detector_config, video=False) as detector:
         for position, path in enumerate(images.paths):
-            rgb = _read_rgb(path)
+            rgb = read_rgb(path)
             if rgb is None:
                 yield position, None, "unreadable"
                 continue
-            faces = detector.detect(rgb)
+            if degradation is not None:
+                rgb = degrade(rgb, degradation[0], degradation[1], path.name)
+            faces = detect_in_photo(detector, rgb, canvas)
             if len(faces):
-                box = faces.xyxy[np.argmax(faces.confidence)][None]
-                yield position, crop_faces(rgb, box, size, crop)[0], "ok"
+                best = faces[int(np.argmax(faces.confidence))]
+                yield position, crop_faces(rgb, best.xyxy, size, crop, best.keypoints)[0], "ok"
             elif require_face:
                 yield position, None, "no_face"
             else:
@@ -249,6 +331,8 @@ def load_crops(
     cache_dir: Path | None = None,
     require_face: bool = False,
     progress: bool = False,
+    canvas: float = 1.0,
+    degradation: tuple[str, int] | None = None,
 ) -> Crops:
     """Decode, detect and crop every image once, keeping uint8 crops in memory.
 
@@ -256,7 +340,7 @@ def load_crops(
     derived from the dataset) and reused when the same images and settings come again.
     """
     key = hashlib.sha256(
-        repr((size, crop, detector_config, require_face, [str(p) for p in images.paths])).encode()
+        repr((size, crop, detector_config, require_face, canvas, degradation, [str(p) for p in images.paths])).encode()
     ).hexdigest()[:16]
     cache = cache_dir / f"crops-{size}px-{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
@@ -267,7 +351,9 @@ def load_crops(
         )
     out = np.empty((len(images), size, size, 3), np.uint8)
     kept, unreadable, no_face = [], [], []
-    for position, face, status in iter_face_crops(images, size, crop, detector_config, require_face):
+    for position, face, status in iter_face_crops(
+        images, size, crop, detector_config, require_face, canvas, degradation
+    ):
         if status == "unreadable":
             unreadable.append(str(images.paths[position]))
             log.warning("skipping unreadable image %s", images.paths[position])

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training.data import LabelledImages, _read_rgb, load_labels
+from training.data import LabelledImages, load_labels, read_rgb
 from training.metrics import AGE_BANDS, band_name
 
 
@@ -56,7 +56,7 @@ def run_eda(data_dir: str | Path, out_dir: str | Path, grid: int = 4, seed: int 
     for ax in np.ravel(axes):
         ax.axis("off")
     for ax, i in zip(np.ravel(axes), picks, strict=False):  # the grid may have spare cells
-        rgb = _read_rgb(images.paths[i])
+        rgb = read_rgb(images.paths[i])
         if rgb is not None:
             ax.imshow(cv2.resize(rgb, (128, 128), interpolation=cv2.INTER_AREA))
         ax.set_title(f"{images.age_years[i]:g} y", fontsize=9)

@@ -1,0 +1,120 @@
+"""Camera augmentation layer, age and source weights, crop packs, and the key figure."""
+
+import numpy as np
+import pytest
+
+from training.imbalance import lds_weights, source_weights
+from training.metrics import key_figure
+from training.pack import CropPack, load_pack, save_pack
+
+
+def test_lds_weights_lift_rare_ages_and_average_one():
+    ages = np.array([30] * 40 + [31] * 40 + [15] * 4 + [70] * 1, np.float32)
+    w = lds_weights(ages, sigma_years=2.0)
+    assert w.mean() == pytest.approx(1.0, abs=1e-5) and w.shape == ages.shape
+    assert w[ages == 15][0] > 2 * w[ages == 30][0]  # rare teenagers weigh more
+    assert w[ages == 30][0] == pytest.approx(w[ages == 31][0], rel=0.05)  # neighbours share a density
+    assert w.max() / w.min() <= 10.0 + 1e-5  # capped
+    raw = lds_weights(ages, sigma_years=0, power=1.0, max_ratio=1000)
+    assert raw[ages == 15][0] / raw[ages == 30][0] == pytest.approx(10.0)  # 40 / 4: plain inverse frequency
+
+
+def test_lds_weights_reject_bad_ages():
+    with pytest.raises(ValueError, match="ages must be in 0-120"):
+        lds_weights(np.array([10, 130]))
+    with pytest.raises(ValueError, match="at least one age"):
+        lds_weights(np.array([]))
+
+
+def test_source_weights_lift_small_sources():
+    w = source_weights(np.array(["big"] * 16 + ["small"] * 4))
+    assert w.mean() == pytest.approx(1.0) and w[-1] / w[0] == pytest.approx(2.0)  # sqrt(16 / 4)
+
+
+def test_key_figure_counts_teens_below_the_adults_ten_percent_cut():
+    true = np.array([14, 15, 16, 17] + [30] * 10)
+    predicted = np.array([20, 25, 40, 60] + [22, 30, 31, 32, 33, 34, 35, 36, 37, 38], np.float64)
+    k = key_figure(true, predicted)
+    assert k["cut_years"] == 22 and k["age_13_17_flagged"] == pytest.approx(1 / 4)  # only 20 < 22
+    # AUC: teen 20 beats all 10 adults, 25 beats 9, 40 and 60 beat none -> 19 / 40
+    assert k["auc_13_17_vs_25_plus"] == pytest.approx(19 / 40)
+    assert key_figure(np.array([30.0]), np.array([30.0]))["age_13_17_flagged"] is None
+
+
+def test_pack_round_trip_keeps_labels_and_pixels(tmp_path):
+    import cv2
+
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 255, (5, 5, 5, 3), dtype=np.uint8)
+    smooth = np.stack([cv2.resize(c, (40, 40), interpolation=cv2.INTER_LINEAR) for c in coarse])
+    pack = CropPack(smooth, np.array([1, 20, 30, 40, 90], np.float32), np.array(["a", "a", "b", "b", "b"]),
+                    np.array(["train", "val", "train", "val", "train"]), np.full(5, -1), np.arange(5),
+                    np.array([f"{i}.jpg" for i in range(5)]), meta={"size": 40, "context": 1.25})
+    for codec in ("jpg", "webp"):
+        back = load_pack(save_pack(tmp_path / f"p-{codec}.npz", pack, codec=codec, quality=95))
+        assert back.images.shape == pack.images.shape and back.meta["context"] == 1.25
+        assert back.meta["codec"] == codec
+        assert np.abs(back.images.astype(int) - pack.images).mean() < 6
+        for field in ("age_years", "source", "split", "race", "file_name"):
+            np.testing.assert_array_equal(getattr(back, field), getattr(pack, field))
+    assert len(pack.subset(pack.split == "val")) == 2
+    with pytest.raises(FileNotFoundError, match="no crop pack"):
+        load_pack(tmp_path / "missing.npz")
+
+
+@pytest.fixture(scope="module")
+def faces80(clip_frames):
+    """Three real 80 px face crops with context (the stored crops of a pack)."""
+    import cv2
+
+    from edge_app.crop import CropSettings, crop_faces
+
+    rgb = cv2.cvtColor(clip_frames[30], cv2.COLOR_BGR2RGB)
+    boxes = np.array([[50, 90, 100, 150], [200, 80, 250, 140], [350, 110, 400, 170]], np.float32)
+    return crop_faces(rgb, boxes, 80, CropSettings(margin=0.25)).astype(np.float32)
+
+
+def test_camera_augment_is_the_centre_at_inference(faces80):
+    from training.augment import CameraAugment
+
+    layer = CameraAugment(64, context=1.25, seed=0)
+    out = np.asarray(layer(faces80, training=False))
+    assert out.shape == (3, 64, 64, 3)
+    np.testing.assert_array_equal(out, faces80[:, 8:72, 8:72])  # exactly the card's framing
+
+
+def test_camera_augment_corrupts_while_training_within_range(faces80):
+    from training.augment import CameraAugment
+
+    layer = CameraAugment(64, context=1.25, seed=1)
+    batch = np.repeat(faces80, 8, axis=0)
+    first = np.asarray(layer(batch, training=True))
+    second = np.asarray(layer(batch, training=True))
+    assert first.shape == (24, 64, 64, 3) and first.min() >= 0 and first.max() <= 255
+    assert not np.allclose(first, second)  # a new draw each call
+    centre = np.repeat(faces80[:, 8:72, 8:72], 8, axis=0)
+    change = np.abs(first - centre).mean(axis=(1, 2, 3))
+    assert (change > 3).mean() > 0.5  # most samples visibly corrupted or moved
+    assert np.abs(first.mean() - centre.mean()) < 40  # but still faces of similar brightness overall
+    off = np.asarray(CameraAugment(64, context=1.25, strength=0.0)(batch, training=True))
+    np.testing.assert_array_equal(off, centre)
+
+
+def test_camera_augment_jpeg_blocks_are_a_real_dct_quantiser():
+    from training.augment import dct_matrix, jpeg_tables
+
+    d = dct_matrix()
+    np.testing.assert_allclose(d @ d.T, np.eye(8), atol=1e-5)  # orthonormal: the inverse is the transpose
+    tables = jpeg_tables(np.array([10.0, 50.0, 90.0]))
+    assert tables.shape == (3, 3, 8, 8) and tables[1, 0, 0, 0] == 16  # quality 50: the standard table
+    assert (tables[0] >= tables[1]).all() and (tables[1] >= tables[2]).all()  # lower quality, coarser steps
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"output_size": 60}, "multiple of 8"),
+                                               ({"output_size": 64, "context": 3.0}, "context"),
+                                               ({"output_size": 64, "strength": -1.0}, "strength")])
+def test_camera_augment_rejects_bad_settings(kwargs, match):
+    from training.augment import CameraAugment
+
+    with pytest.raises(ValueError, match=match):
+        CameraAugment(**kwargs)

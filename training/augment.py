@@ -1,0 +1,262 @@
+"""Camera-like augmentation as one Keras layer, written in ``keras.ops`` for any backend.
+
+The shipped model read *texture* as age: noise and JPEG blocks made faces older, blur and
+downscaling younger, local contrast (CLAHE) much older. Training on clean aligned chips
+never showed it otherwise. `CameraAugment` shows it, on the fly and on the accelerator,
+the corruptions of a till camera and of old photos, each sample drawing its own:
+
+- geometry: mirror, roll, zoom and shift of the crop (from a stored crop with context);
+- light and colour: exposure (gamma and gain), contrast, colour cast (white balance),
+  saturation down to grey, faded tinted prints;
+- texture, both ways: blur and sharpening, local-contrast boost and flattening, motion
+  blur, downscaling, sensor noise, film grain, JPEG blocks (an 8x8 DCT quantiser).
+
+Written in ``keras.ops`` so that the same layer runs in ``tf.data`` on a CPU and inside the
+jitted train step of the JAX or PyTorch backend on a GPU machine without TensorFlow. At
+inference (``training=False``) it only cuts the crop's centre, so a model evaluated with it
+sees exactly the card's framing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+# ITU-R BT.601 RGB -> YCbCr (JPEG's), and the JPEG standard's quantisation tables (Annex K).
+_RGB_TO_YCC = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
+                       np.float32)
+_JPEG_LUMA = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], np.float32).reshape(8, 8)
+_JPEG_CHROMA = np.full((8, 8), 99, np.float32)
+_JPEG_CHROMA[:4, :4] = np.array([17, 18, 24, 47, 18, 21, 26, 66, 24, 26, 56, 99, 47, 66, 99, 99]).reshape(4, 4)
+GREY_WEIGHTS = (0.299, 0.587, 0.114)
+CLEAN_SHARE = 0.2  # samples left without photometric corruption
+
+
+def dct_matrix(n: int = 8) -> np.ndarray:
+    """Orthonormal DCT-II matrix: ``D @ block @ D.T`` are a block's coefficients."""
+    k, i = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    d = np.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2 / n)
+    d[0] /= math.sqrt(2)
+    return d.astype(np.float32)
+
+
+def gaussian_kernel(sigma_px: float) -> np.ndarray:
+    """(k, k, 3, 1) depthwise Gaussian kernel, k = 2 * ceil(3 sigma) + 1."""
+    radius = max(1, math.ceil(3 * sigma_px))
+    t = np.arange(-radius, radius + 1, dtype=np.float32)
+    g = np.exp(-(t**2) / (2 * sigma_px**2))
+    k2 = np.outer(g, g) / np.outer(g, g).sum()
+    return np.repeat(k2[:, :, None, None], 3, axis=2).astype(np.float32)
+
+
+def motion_kernel(length: int, angle_deg: float) -> np.ndarray:
+    """(k, k, 3, 1) line kernel of ``length`` pixels at ``angle_deg``."""
+    k = np.zeros((length, length), np.float32)
+    c = (length - 1) / 2
+    for t in np.linspace(-c, c, 4 * length):
+        x = int(round(c + t * math.cos(math.radians(angle_deg))))
+        y = int(round(c + t * math.sin(math.radians(angle_deg))))
+        k[y, x] = 1
+    k /= k.sum()
+    return np.repeat(k[:, :, None, None], 3, axis=2)
+
+
+def jpeg_tables(quality: np.ndarray) -> np.ndarray:
+    """Libjpeg's quality scaling of the standard tables: (..., 3, 8, 8) for Y, Cb, Cr."""
+    quality = np.asarray(quality, np.float32)
+    scale = np.where(quality < 50, 5000 / quality, 200 - 2 * quality)[..., None, None, None]
+    base = np.stack([_JPEG_LUMA, _JPEG_CHROMA, _JPEG_CHROMA])
+    return np.clip(np.floor((base * scale + 50) / 100), 1, 255)
+
+
+@keras.saving.register_keras_serializable(package="agecheck")
+class CameraAugment(layers.Layer):
+    """Random camera-like corruption of face crops; the crop's centre at inference.
+
+    Args:
+        output_size: side of the output crops (the model's input) in pixels.
+        context: how much wider than the card's framing the stored crops are (1.25: the
+            stored crop's central 80% is the framing). Room for roll, zoom and shift.
+        strength: 0 turns every corruption off (geometry too), 1 is the default mix.
+        seed: seeds the layer's random stream.
+
+    Input: (B, S, S, 3) RGB values 0-255, S = the stored crop's side. Output: (B,
+    output_size, output_size, 3) float32 values 0-255.
+    """
+
+    def __init__(self, output_size: int, context: float = 1.25, strength: float = 1.0, seed=None, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # pixel arithmetic stays float32 under mixed precision
+        super().__init__(**kwargs)
+        if output_size < 16 or output_size % 8:
+            raise ValueError(f"output_size must be a multiple of 8 and >= 16, got {output_size}")
+        if not 1.0 <= context <= 2.0:
+            raise ValueError(f"context must be in [1, 2], got {context}")
+        if not 0.0 <= strength <= 2.0:
+            raise ValueError(f"strength must be in [0, 2], got {strength}")
+        self.output_size = int(output_size)
+        self.context = float(context)
+        self.strength = float(strength)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self._blur = {s: gaussian_kernel(s) for s in (0.7, 1.2, 2.0, 3.0, 4.0)}
+        self._motion = [motion_kernel(7, a) for a in (0, 45, 90, 135)]
+        self._dct = dct_matrix()
+        self._quality_levels = np.array([15, 25, 35, 50, 70], np.float32)
+        self._jpeg = jpeg_tables(self._quality_levels)
+
+    def get_config(self) -> dict:  # noqa: D102
+        return super().get_config() | {
+            "output_size": self.output_size, "context": self.context, "strength": self.strength, "seed": self.seed,
+        }
+
+    def compute_output_shape(self, input_shape):  # noqa: D102
+        return (input_shape[0], self.output_size, self.output_size, 3)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _uniform(self, batch, lo, hi, channels=1):
+        return keras.random.uniform((batch, 1, 1, channels), lo, hi, seed=self.seed_generator)
+
+    def _chance(self, batch, p):
+        return ops.cast(self._uniform(batch, 0.0, 1.0) < p * self.strength, "float32")
+
+    def _choose(self, batch, options):
+        """Per sample, one of ``options`` (each (B, H, W, C)), uniformly."""
+        pick = keras.random.randint((batch,), 0, len(options), seed=self.seed_generator)
+        onehot = ops.reshape(ops.one_hot(pick, len(options)), (batch, 1, 1, 1, len(options)))
+        return ops.sum(ops.stack(options, axis=-1) * onehot, axis=-1)
+
+    @staticmethod
+    def _filter(x, kernel):
+        """Depthwise filtering with reflected borders (no dark rims)."""
+        r = kernel.shape[0] // 2
+        padded = ops.pad(x, [[0, 0], [r, r], [r, r], [0, 0]], mode="reflect")
+        return ops.depthwise_conv(padded, ops.convert_to_tensor(kernel), strides=1, padding="valid")
+
+    @staticmethod
+    def _grey(x):
+        return ops.sum(x * ops.convert_to_tensor(np.array(GREY_WEIGHTS, np.float32)), axis=-1, keepdims=True)
+
+    def _centre(self, x):
+        size = ops.shape(x)[1]
+        framed = size / self.context
+        if abs(framed - self.output_size) < 1e-6 and (size - self.output_size) % 2 == 0:
+            o = (size - self.output_size) // 2
+            return x[:, o : o + self.output_size, o : o + self.output_size, :]
+        o = int(round((size - framed) / 2))
+        side = int(round(framed))
+        return ops.image.resize(x[:, o : o + side, o : o + side, :], (self.output_size, self.output_size),
+                                interpolation="bilinear", antialias=True)
+
+    # -- the corruptions ---------------------------------------------------------------
+    def _geometry(self, x):
+        batch, size = ops.shape(x)[0], ops.shape(x)[1]
+        s = self.strength
+        angle = ops.reshape(self._uniform(batch, -12.0 * s, 12.0 * s), (batch,)) * (math.pi / 180)
+        zoom = ops.exp(ops.reshape(self._uniform(batch, -0.12 * s, 0.12 * s), (batch,)))
+        shift = ops.reshape(self._uniform(batch, -0.06 * s, 0.06 * s, 2), (batch, 2)) * (size / self.context)
+        flip = ops.where(ops.reshape(self._uniform(batch, 0.0, 1.0), (batch,)) < 0.5 * min(s, 1.0), -1.0, 1.0)
+        k = (size / self.context) / self.output_size / zoom  # input pixels per output pixel
+        cos, sin = ops.cos(angle) * k, ops.sin(angle) * k
+        half_out, centre_in = (self.output_size - 1) / 2, (size - 1) / 2
+        a0, a1 = cos * flip, -sin
+        b0, b1 = sin * flip, cos
+        a2 = centre_in + shift[:, 0] - (a0 + a1) * half_out
+        b2 = centre_in + shift[:, 1] - (b0 + b1) * half_out
+        zeros = ops.zeros_like(a0)
+        transform = ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+        moved = ops.image.affine_transform(x, transform, interpolation="bilinear", fill_mode="nearest")
+        return moved[:, : self.output_size, : self.output_size, :]
+
+    def _light_and_colour(self, x):
+        batch = ops.shape(x)[0]
+        x = x / 255.0
+        # exposure: gamma (crushed or lifted shadows) and gain (dark shop, blown window light)
+        gamma = ops.exp(self._uniform(batch, -0.35, 0.35))
+        gain = ops.exp(self._uniform(batch, -0.55, 0.35))
+        x = ops.clip(ops.power(ops.clip(x, 1e-4, 1.0), gamma) * gain, 0.0, 1.0)
+        mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
+        x = mean + (x - mean) * ops.exp(self._uniform(batch, -0.3, 0.25))
+        # white balance: a cast per channel
+        cast = ops.exp(keras.random.normal((batch, 1, 1, 3), stddev=0.12, seed=self.seed_generator))
+        x = x + self._chance(batch, 0.5) * (x * cast - x)
+        # saturation, down to grey
+        grey = self._grey(x)
+        saturation = ops.where(self._uniform(batch, 0.0, 1.0) < 0.15 * self.strength, 0.0,
+                               self._uniform(batch, 0.4, 1.5))
+        x = x + self._chance(batch, 0.6) * (grey + saturation * (x - grey) - x)
+        # an old print: faded, tinted sepia or cold, lifted blacks
+        tint = ops.convert_to_tensor(np.array([[1.08, 0.93, 0.72]], np.float32)) ** self._uniform(batch, -0.6, 1.3)
+        faded = 0.12 + 0.72 * self._grey(x) * tint
+        x = x + self._chance(batch, 0.1) * (faded - x)
+        return ops.clip(x, 0.0, 1.0) * 255.0
+
+    def _texture(self, x):
+        batch = ops.shape(x)[0]
+        # local contrast, both ways (CLAHE-like boost, or flattening)
+        base = self._filter(x, self._blur[4.0])
+        amount = self._uniform(batch, -0.5, 1.2)
+        x = x + self._chance(batch, 0.25) * amount * (x - base)
+        # focus: blur or sharpen by an unsharp mask at one of three scales
+        blurred = self._choose(batch, [self._filter(x, self._blur[s]) for s in (0.7, 1.2, 2.0)])
+        x = x + self._chance(batch, 0.35) * self._uniform(batch, -1.0, 1.5) * (x - blurred)
+        # heavy defocus
+        x = x + self._chance(batch, 0.07) * (self._filter(x, self._blur[3.0]) - x)
+        # motion blur
+        moved = self._choose(batch, [self._filter(x, k) for k in self._motion])
+        x = x + self._chance(batch, 0.07) * (moved - x)
+        # a distant face: down to 24-48 px and back
+        size = self.output_size
+        small = [ops.image.resize(ops.image.resize(x, (int(size * f), int(size * f)), antialias=True),
+                                  (size, size), interpolation="bilinear") for f in (0.375, 0.5, 0.625, 0.75)]
+        x = x + self._chance(batch, 0.2) * (self._choose(batch, small) - x)
+        return ops.clip(x, 0.0, 255.0)
+
+    def _noise(self, x):
+        batch = ops.shape(x)[0]
+        shape = ops.shape(x)
+        luma = keras.random.normal((shape[0], shape[1], shape[2], 1), seed=self.seed_generator)
+        chroma = keras.random.normal(shape, seed=self.seed_generator)
+        sensor = (luma + 0.3 * chroma) * self._uniform(batch, 2.0, 10.0)
+        x = x + self._chance(batch, 0.3) * sensor
+        grain = self._filter(ops.repeat(keras.random.normal((shape[0], shape[1], shape[2], 1),
+                                                            seed=self.seed_generator), 3, axis=-1),
+                             self._blur[0.7]) * 2.0
+        x = x + self._chance(batch, 0.1) * grain * self._uniform(batch, 4.0, 14.0)
+        return ops.clip(x, 0.0, 255.0)
+
+    def _jpeg_blocks(self, x):
+        """JPEG's loss: YCbCr, 8x8 DCT, quantise at a per-sample quality, back."""
+        batch, size = ops.shape(x)[0], self.output_size
+        n = size // 8
+        ycc = ops.matmul(x, ops.convert_to_tensor(_RGB_TO_YCC.T)) - ops.convert_to_tensor(
+            np.array([128.0, 0.0, 0.0], np.float32))
+        blocks = ops.transpose(ops.reshape(ycc, (batch, n, 8, n, 8, 3)), (0, 1, 3, 5, 2, 4))
+        d = ops.convert_to_tensor(self._dct)
+        coef = ops.einsum("ij,bxycjk,lk->bxycil", d, blocks, d)
+        pick = keras.random.randint((batch,), 0, len(self._quality_levels), seed=self.seed_generator)
+        tables = ops.take(ops.convert_to_tensor(self._jpeg), pick, axis=0)[:, None, None]  # (B,1,1,3,8,8)
+        coef = ops.round(coef / tables) * tables
+        blocks = ops.einsum("ji,bxycjk,kl->bxycil", d, coef, d)
+        ycc = ops.reshape(ops.transpose(blocks, (0, 1, 4, 2, 5, 3)), (batch, size, size, 3))
+        ycc = ycc + ops.convert_to_tensor(np.array([128.0, 0.0, 0.0], np.float32))
+        rgb = ops.matmul(ycc, ops.convert_to_tensor(np.linalg.inv(_RGB_TO_YCC).T.astype(np.float32)))
+        return x + self._chance(batch, 0.3) * (ops.clip(rgb, 0.0, 255.0) - x)
+
+    def call(self, inputs, training=False):  # noqa: D102
+        x = ops.cast(inputs, "float32")
+        if not training or self.strength == 0:
+            return self._centre(x)
+        framed = self._geometry(x)
+        x = self._light_and_colour(framed)
+        x = self._texture(x)
+        x = self._noise(x)
+        x = self._jpeg_blocks(x)
+        # A share of samples stays clean (framing only): clean photos must not get worse.
+        corrupted = 1.0 - self._chance(ops.shape(x)[0], CLEAN_SHARE)
+        return ops.clip(framed + corrupted * (x - framed), 0.0, 255.0)
