@@ -15,7 +15,8 @@ from training.data import load_labels, split_indices
 
 pytestmark = pytest.mark.slow
 
-TINY = ["--weights", "none", "--image-size", "32", "--epochs", "1", "--batch-size", "8", "--seed", "1"]
+TINY = ["--weights", "none", "--image-size", "32", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "8",
+        "--seed", "1"]
 
 
 def invoke(*args):
@@ -41,17 +42,23 @@ def utk_run(tmp_path_factory, datasets):
 
 
 def test_train_report_numbers_match_the_data(utk_run, datasets):
+    from training.imbalance import lds_weights
+
     report = json.loads((utk_run / "report.json").read_text())
     images = load_labels(datasets["utkface"])
     train, val = split_indices(images, 0.3, 1)
-    assert report["images"] == 30 and report["unreadable"] == 0 and report["layout"] == "utkface"
+    counts = report["pack"]["sources"]["utkface"]
+    assert counts["photos"] == 30 and counts["unreadable"] == 0 and counts["no_face_used_whole"] == 0
     assert (report["train_images"], report["val_images"]) == (len(train), len(val))
-    mean = images.age_years[train].mean()
-    assert report["dummy_val_mae"] == pytest.approx(np.abs(images.age_years[val] - mean).mean(), abs=1e-4)
+    assert report["per_source"]["utkface"]["val_images"] == len(val)
+    # The output starts at the *weighted* training mean: rare ages weigh more (LDS).
+    mean = np.average(images.age_years[train], weights=lds_weights(images.age_years[train]))
+    assert report["train_mean_age_years"] == pytest.approx(mean, abs=1e-3)
+    assert report["dummy_val_mae"] == pytest.approx(np.abs(images.age_years[val] - mean).mean(), abs=1e-3)
     with open(utk_run / "history.csv") as file:
         history = list(csv.DictReader(file))
     assert len(history) == 1 and report["best_val_mae"] == pytest.approx(float(history[0]["val_mae"]))
-    for name in ("model.keras", "training_curve.png", "train_config.json"):
+    for name in ("model.keras", "training_curve.png", "train_config.json", "crops.npz"):
         assert (utk_run / name).stat().st_size > 0
     assert not (utk_run / "backup").exists()  # a finished run leaves no resume state
 
@@ -69,10 +76,16 @@ def test_export_then_evaluate_reproduces_the_card(utk_run, datasets, tmp_path):
                        "--out", model, "--calibration-images", "16"))
     card = json.loads(model.with_suffix(".json").read_text())
     n_val = len(split_indices(load_labels(datasets["utkface"]), 0.3, 1)[1])
-    assert f"int8 validation MAE {card['mae']:.2f}" in result.output
+    assert f"int8 validation MAE {card['mae']:.2f} years under the camera mix" in result.output
     assert card["input_size"] == 32 and card["architecture"] == "ResNet50 regressor"
-    assert card["crop"] == {"margin": 0.1, "pad": "edge"}
-    assert card["training_data"]["licence"].startswith("UTKFace") and card["validation"]["images"] == n_val
+    assert card["crop"] == {"margin": 0.1, "pad": "edge", "align": True}
+    assert card["detector"] == {"model": "face_detection_full_range_sparse.tflite", "min_detection_confidence": 0.5,
+                                "canvas": 3.0}
+    [source] = card["training_data"]["sources"]
+    assert source["name"] == "utkface" and source["licence"].startswith("UTKFace") and source["images"] == 30
+    assert card["validation"]["images"] == n_val and card["validation"]["margin_measured_under"] == "camera"
+    assert card["camera"]["errors"]["mae"] == pytest.approx(card["mae"], abs=1e-3)
+    assert card["clean"]["errors"]["mae"] == pytest.approx(card["clean_mae"], abs=1e-3)
     assert abs(card["mae"] - card["float_mae"]) <= 0.5
     assert set(card["calibration"]["margin_years_to_flag_share_of_minors"]) == {"0.95", "0.99", "0.995"}
     regressor = AgeRegressor(AgeModelConfig(model_path=str(model)))  # LiteRT loads what we ship
@@ -82,7 +95,8 @@ def test_export_then_evaluate_reproduces_the_card(utk_run, datasets, tmp_path):
     result = ok(invoke("evaluate", "--model", model, "--data", datasets["utkface"], "--split", "val",
                        "--predictions", predictions, "--report", report_path, "--markdown", markdown))
     report = json.loads(report_path.read_text())
-    assert report["errors"]["mae"] == pytest.approx(card["mae"], abs=1e-3)  # the card's MAE, reproduced
+    assert report["errors"]["mae"] == pytest.approx(card["clean_mae"], abs=1e-3)  # the card's clean MAE, reproduced
+    assert report["degradation"] == "none" and report["key"] == card["clean"]["key"]
     with open(predictions) as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == report["scored"] == n_val
@@ -101,10 +115,73 @@ def test_export_then_evaluate_reproduces_the_card(utk_run, datasets, tmp_path):
     assert f"| all | {n_val} | {report['errors']['mae']:.2f} |" in markdown.read_text()
     assert "| female |" in markdown.read_text()
 
+    camera = tmp_path / "c.json"
+    result = ok(invoke("evaluate", "--model", model, "--data", datasets["utkface"], "--split", "val", "--degrade",
+                       "camera", "--seed", "1", "--predictions", tmp_path / "c.csv", "--report", camera))
+    assert json.loads(camera.read_text())["errors"]["mae"] == pytest.approx(card["mae"], abs=1e-3)  # the margin
+    assert "degradation: camera" in result.output
+
     keras_report = tmp_path / "k.json"
     ok(invoke("evaluate", "--model", utk_run / "model.keras", "--data", datasets["utkface"], "--split", "val",
               "--predictions", tmp_path / "k.csv", "--report", keras_report))
     assert json.loads(keras_report.read_text())["errors"]["mae"] == pytest.approx(card["float_mae"], abs=1e-3)
+
+
+def test_evaluate_reports_the_key_figure_beside_mae(utk_run, datasets, tmp_path):
+    from training.metrics import key_figure
+
+    report_path, markdown = tmp_path / "r.json", tmp_path / "r.md"
+    result = ok(invoke("evaluate", "--model", utk_run / "model.keras", "--data", datasets["utkface"],
+                       "--predictions", tmp_path / "p.csv", "--report", report_path, "--markdown", markdown))
+    report = json.loads(report_path.read_text())
+    with open(tmp_path / "p.csv") as file:
+        rows = list(csv.DictReader(file))
+    true = np.array([float(r["real_age"]) for r in rows])
+    predicted = np.array([float(r["predicted_age"]) for r in rows])
+    assert report["key"] == pytest.approx(key_figure(true, predicted), abs=0.01)  # the CSV rounds to 0.01
+    assert report["key"]["age_13_17_count"] == int(((true >= 13) & (true < 18)).sum()) > 0
+    assert "13-17 flagged when 10% of 25+ are:" in result.output and "AUC 13-17 vs 25+" in result.output
+    assert "**Key figure**" in markdown.read_text()
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["--degrade", "fog"], "--degrade 'fog': expected one of downscale, blur"),
+    (["--max-images", "-1"], "--max-images -1: expected 0"),
+])
+def test_evaluate_bad_options_are_one_clear_error(utk_run, datasets, tmp_path, args, match):
+    line = one_error_line(invoke("evaluate", "--model", utk_run / "model.keras", "--data", datasets["utkface"],
+                                 "--report", tmp_path / "r.json", "--predictions", tmp_path / "p.csv", *args))
+    assert match in line
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_train_on_several_sources_reports_each(tmp_path, datasets):
+    run = tmp_path / "run"
+    result = ok(invoke("train", "--data", datasets["utkface"], "--data", datasets["seeds"], "--out", run,
+                       "--val-fraction", "0.3", *TINY))
+    report = json.loads((run / "report.json").read_text())
+    assert set(report["per_source"]) == {"utkface", "seeds"}
+    assert report["pack"]["sources"]["seeds"]["photos"] == report["pack"]["sources"]["utkface"]["photos"] == 30
+    for name in ("utkface", "seeds"):
+        val = len(split_indices(load_labels(datasets[name]), 0.3, 1)[1])
+        assert report["per_source"][name]["val_images"] == val  # each source keeps its own validation part
+    assert report["train_images"] + report["val_images"] == 60
+    assert "by source: utkface" in result.output and "seeds" in result.output
+
+    model = tmp_path / "two.tflite"
+    ok(invoke("export", "--model", run / "model.keras", "--out", model, "--calibration-images", "16"))
+    card = json.loads(model.with_suffix(".json").read_text())  # --data defaults to the run's own sources
+    assert [s["name"] for s in card["training_data"]["sources"]] == ["utkface", "seeds"]
+    assert set(card["camera"]["by_source"]) == {"utkface", "seeds"}
+
+    report_path, markdown = tmp_path / "r.json", tmp_path / "r.md"
+    result = ok(invoke("evaluate", "--model", model, "--data", datasets["utkface"], "--data", datasets["seeds"],
+                       "--split", "val", "--degrade", "jpeg", "--report", report_path,
+                       "--predictions", tmp_path / "p.csv", "--markdown", markdown))
+    report = json.loads(report_path.read_text())
+    assert report["degradation"] == "jpeg" and set(report["by_source"]) == {"utkface", "seeds"}
+    assert sum(s["scored"] for s in report["by_source"].values()) == report["scored"]
+    assert "| utkface |" in markdown.read_text() and "seeds: " in result.output
 
 
 def test_export_refuses_a_model_worse_than_the_tolerance(utk_run, datasets, tmp_path):
@@ -137,7 +214,7 @@ def test_train_on_the_other_layouts(tmp_path, datasets, layout, split):
     run = tmp_path / "run"
     ok(invoke("train", "--data", datasets[layout], "--out", run, "--val-fraction", "0.2", *TINY))
     report = json.loads((run / "report.json").read_text())
-    assert report["layout"] == layout and report["images"] == 30
+    assert report["pack"]["sources"][datasets[layout].name]["photos"] == 30
     if layout == "appa-real":  # its own split: 18 train, 6 valid (test left out)
         assert (report["train_images"], report["val_images"]) == split
     else:
@@ -150,8 +227,8 @@ def test_corrupt_jpeg_is_skipped_and_counted(tmp_path, datasets):
     (data / "final_files" / "000003.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
     run = tmp_path / "run"
     result = ok(invoke("train", "--data", data, "--out", run, *TINY))
-    report = json.loads((run / "report.json").read_text())
-    assert report["unreadable"] == 1 and report["unreadable_files"][0].endswith("000003.jpg")
+    counts = json.loads((run / "report.json").read_text())["pack"]["sources"]["seeds"]
+    assert counts["unreadable"] == 1 and counts["unreadable_files"] == ["000003.jpg"]
     assert "1 unreadable images skipped" in result.output
 
 
@@ -195,7 +272,8 @@ def test_imagenet_weights_offline_suggest_alternatives(tmp_path, datasets, monke
         raise Exception("URL fetch failure: [Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(resnet.file_utils, "get_file", offline)
-    args = ["train", "--data", datasets["utkface"], "--out", tmp_path / "run", "--image-size", "32", "--epochs", "1"]
+    args = ["train", "--data", datasets["utkface"], "--out", tmp_path / "run", "--image-size", "32", "--epochs", "2",
+            "--weights", "imagenet"]
     line = one_error_line(invoke(*args))
     assert "could not get ImageNet weights" in line and "--weights PATH" in line and "--weights none" in line
     assert not (tmp_path / "run").exists()
@@ -221,7 +299,7 @@ def test_resume_continues_an_interrupted_run(tmp_path, datasets):
             if epoch == 0:
                 raise KeyboardInterrupt  # as if the user pressed Ctrl-C after the first epoch
 
-    config = TrainConfig(data_dir=str(datasets["seeds"]), out_dir=str(tmp_path / "run"), image_size=32, epochs=3,
+    config = TrainConfig(data_dirs=(str(datasets["seeds"]),), out_dir=str(tmp_path / "run"), image_size=32, epochs=3,
                          batch_size=8, weights="none", seed=1)
     with pytest.raises(KeyboardInterrupt):
         train(config, callbacks=[Interrupt()])

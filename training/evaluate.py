@@ -13,9 +13,9 @@ import numpy as np
 from edge_app.age_model import AgeRegressor
 from edge_app.config import AgeModelConfig
 from edge_app.errors import AgecheckError
-from training.data import GENDERS, RACES, load_crops, load_labels, split_indices
-from training.export import RunSettings, detector_from_card, load_float_model, predict_keras
-from training.metrics import calibrate_margins, errors, policy_shares
+from training.data import GENDERS, RACES, load_crops, load_sources
+from training.export import RunSettings, canvas_from_card, detector_from_card, load_float_model, predict_keras
+from training.metrics import calibrate_margins, errors, key_figure, policy_shares
 
 log = logging.getLogger(__name__)
 
@@ -35,26 +35,24 @@ def _predictor(model_path: Path):
             seed=validation.get("seed", 42),
             val_fraction=validation.get("val_fraction", 0.2),
             report={},
+            canvas=canvas_from_card(card),
         )
         return regressor.predict, settings, regressor.card.mae_years
     if model_path.suffix == ".keras":
-        model = load_float_model(model_path)
+        from training.model import mirror_averaged
+
+        model = mirror_averaged(load_float_model(model_path))  # as `agecheck export` ships it
         settings = RunSettings.for_model(model_path, int(model.input_shape[1]))
         return (lambda crops: predict_keras(model, crops)), settings, settings.report.get("best_val_mae")
     raise AgecheckError(f"--model {model_path}: expected a .tflite (with its .json card) or a .keras file")
 
 
 def group_figures(true_years, predicted, labels, names, threshold_age, margin_years) -> dict:
-    """Errors and policy shares for each labelled group (e.g. gender, race)."""
-    out = {}
-    for code, name in names.items():
-        mask = labels == code
-        if mask.any():
-            out[name] = {
-                "errors": errors(true_years[mask], predicted[mask]),
-                "policy": policy_shares(true_years[mask], predicted[mask], threshold_age, margin_years),
-            }
-    return out
+    """Errors, key figure and policy shares for each labelled group (e.g. gender, race)."""
+    return {
+        name: figures(true_years[labels == code], predicted[labels == code], threshold_age, margin_years)
+        for code, name in names.items() if (labels == code).any()
+    }
 
 
 def plot_error_by_age(true_years, predicted, out_png: Path, title: str) -> None:
@@ -113,27 +111,54 @@ def plot_tradeoff(true_years, predicted, threshold_age, marked: dict[str, float]
     plt.close(fig)
 
 
+def select(images, split: str, max_images: int, seed: int):
+    """``images`` of ``split`` (``all`` keeps every part), at most ``max_images`` per source."""
+    if split != "all":
+        images = images.subset(np.flatnonzero(images.split == split))
+    if max_images:
+        rng = np.random.default_rng(seed)
+        keep = []
+        for name in images.sources:
+            members = np.flatnonzero(images.source == name)
+            keep.append(np.sort(rng.choice(members, min(max_images, len(members)), replace=False)))
+        images = images.subset(np.concatenate(keep))
+    return images
+
+
+def figures(true_years, predicted, threshold_age, margin_years) -> dict:
+    """Errors, the key figure and the policy's shares of one set of photos."""
+    return {"errors": errors(true_years, predicted), "key": key_figure(true_years, predicted),
+            "policy": policy_shares(true_years, predicted, threshold_age, margin_years)}
+
+
 def evaluate(
     model_path: str | Path,
-    data_dir: str | Path,
+    data_dirs: list[str | Path],
     predictions_csv: str | Path,
     report_json: str | Path,
     split: str = "all",
     detect_faces: bool = False,
     threshold_age: float = 18,
     margin_years: float | None = None,
+    degradation: str | None = None,
+    seed: int = 0,
+    max_images: int = 0,
 ) -> dict:
     """Score a model on labelled photos and write predictions, report and plots.
 
     Crops are made as in training (detect, crop by the card's settings; photos with no
     face are used whole, as for already-cropped datasets). With ``detect_faces`` (uncropped
-    photos) a photo with no face is listed and left out instead.
+    photos) a photo with no face is listed and left out instead. With ``degradation`` each
+    photo is corrupted first (`training.degrade`, seeded by ``seed`` and the file name).
+    Several ``data_dirs`` are scored together and each source apart.
 
     Raises:
         AgecheckError: for a bad model, data folder or split.
     """
     if split not in SPLITS:
         raise AgecheckError(f"--split {split!r}: expected one of {SPLITS}")
+    if max_images < 0:
+        raise AgecheckError(f"--max-images {max_images}: expected 0 (all) or more")
     model_path = Path(model_path)
     if not model_path.is_file():
         raise AgecheckError(f"model {model_path} does not exist")
@@ -141,44 +166,53 @@ def evaluate(
     margin = margin_years if margin_years is not None else card_margin
     if margin is None:
         raise AgecheckError(f"{model_path} records no MAE to use as the margin: pass --margin")
-    images = load_labels(data_dir)
-    if split != "all":
-        train_idx, val_idx = split_indices(images, settings.val_fraction, settings.seed)
-        images = images.subset(train_idx if split == "train" else val_idx)
-    crops = load_crops(images, settings.image_size, settings.crop, settings.detector, require_face=detect_faces)
+    images = select(load_sources(list(data_dirs), settings.val_fraction, settings.seed), split, max_images, seed)
+    if len(images) == 0:
+        raise AgecheckError(f"no {split} images in {', '.join(map(str, data_dirs))}")
+    crops = load_crops(images, settings.image_size, settings.crop, settings.detector, require_face=detect_faces,
+                       canvas=settings.canvas, degradation=(degradation, seed) if degradation else None)
     if len(crops.images) == 0:
-        raise AgecheckError(f"no image in {data_dir} could be scored ({len(crops.unreadable)} unreadable, "
-                            f"{len(crops.no_face)} without a face)")
+        raise AgecheckError(f"no image in {', '.join(map(str, data_dirs))} could be scored "
+                            f"({len(crops.unreadable)} unreadable, {len(crops.no_face)} without a face)")
     predicted = predict(crops.images).astype(np.float64)
     true_years = images.age_years[crops.index].astype(np.float64)
+    sources = images.source[crops.index]
 
     predictions_csv, report_json = Path(predictions_csv), Path(report_json)
     for path in (predictions_csv, report_json):
         path.parent.mkdir(parents=True, exist_ok=True)
     with open(predictions_csv, "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["file_name", "real_age", "predicted_age"])
+        writer.writerow(["source", "file_name", "real_age", "predicted_age"])
         for position, age in zip(crops.index, predicted, strict=True):
-            writer.writerow([images.paths[position].name, f"{images.age_years[position]:g}", f"{age:.2f}"])
+            writer.writerow([images.source[position], images.paths[position].name,
+                             f"{images.age_years[position]:g}", f"{age:.2f}"])
 
     margins = calibrate_margins(true_years, predicted, threshold_age)
     report = {
         "model": str(model_path),
-        "data": str(data_dir),
+        "data": ", ".join(map(str, data_dirs)),
         "split": split,
+        "degradation": degradation or "none",
+        "seed": seed,
         "images": len(images),
         "scored": int(len(predicted)),
         "unreadable": len(crops.unreadable),
         "no_face": len(crops.no_face),
         "no_face_files": [Path(p).name for p in crops.no_face] if detect_faces else [],
         "no_face_handling": "left out" if detect_faces else "used whole, as already-cropped photos",
-        "errors": errors(true_years, predicted),
-        "policy": policy_shares(true_years, predicted, threshold_age, margin),
+        **figures(true_years, predicted, threshold_age, margin),
         "calibration": {
             q: {"margin_years": m, **policy_shares(true_years, predicted, threshold_age, m)}
             for q, m in margins.items() if m is not None
         },
     }
+    if len(images.sources) > 1:
+        report["by_source"] = {
+            name: {"scored": int((sources == name).sum()),
+                   **figures(true_years[sources == name], predicted[sources == name], threshold_age, margin)}
+            for name in images.sources if (sources == name).any()
+        }
     gender, race = images.gender[crops.index], images.race[crops.index]
     if (gender >= 0).any():
         report["by_gender"] = group_figures(true_years, predicted, gender, GENDERS, threshold_age, margin)
@@ -198,10 +232,14 @@ def summary_lines(report: dict) -> list[str]:
     def pct(x):
         return "n/a" if x is None else f"{x:.1%}"
 
+    k = report["key"]
     lines = [
         f"scored {report['scored']} of {report['images']} images ({report['unreadable']} unreadable, "
-        f"{report['no_face']} without a face: {report['no_face_handling']})",
-        f"MAE {e['mae']:.2f} years, RMSE {e['rmse']:.2f}, bias {e['bias']:+.2f}",
+        f"{report['no_face']} without a face: {report['no_face_handling']}); "
+        f"degradation: {report.get('degradation', 'none')}",
+        f"MAE {e['mae']:.2f} years, RMSE {e['rmse']:.2f}, bias {e['bias']:+.2f}; "
+        f"13-17 flagged when 10% of 25+ are: {pct(k['age_13_17_flagged'])} "
+        f"(AUC 13-17 vs 25+ {_num(k['auc_13_17_vs_25_plus'], '.3f')})",
         "MAE by age band: " + ", ".join(
             f"{band} {v['mae']:.1f} (n={v['count']})" for band, v in e["bands"].items() if v["count"]
         ),
@@ -212,11 +250,24 @@ def summary_lines(report: dict) -> list[str]:
     for q, c in report["calibration"].items():
         lines.append(f"to flag {float(q):.1%} of minors: margin {c['margin_years']:.1f} years, "
                      f"25+ flagged {pct(c['age_25_plus_flagged'])}")
+    for name, f in report.get("by_source", {}).items():
+        lines.append(f"{name}: {f['scored']} photos, MAE {f['errors']['mae']:.2f}, bias {f['errors']['bias']:+.2f}, "
+                     f"13-17 flagged at 10% of 25+ {pct(f['key']['age_13_17_flagged'])}")
     return lines
+
+
+def _num(x, fmt: str) -> str:
+    return "n/a" if x is None else format(x, fmt)
 
 
 def _pct(x) -> str:
     return "–" if x is None else f"{x:.1%}"
+
+
+def _key_sentence(k: dict) -> str:
+    return (f"**Key figure**: {_pct(k['age_13_17_flagged'])} of {k['age_13_17_count']} 13–17-year-olds are flagged "
+            f"when the cut ({_num(k['cut_years'], '.1f')} years) flags 10% of {k['age_25_plus_count']} adults 25+; "
+            f"AUC 13–17 vs 25+ {_num(k['auc_13_17_vs_25_plus'], '.3f')}.")
 
 
 def _policy_row(label: str, p: dict) -> str:
@@ -230,7 +281,9 @@ def markdown_report(report: dict) -> str:
     lines = [
         f"Model `{Path(report['model']).name}` on `{report['data']}` (split: {report['split']}): "
         f"{report['scored']} of {report['images']} photos scored; {report['no_face']} without a detected face "
-        f"({report['no_face_handling']}).",
+        f"({report['no_face_handling']}); degradation: {report.get('degradation', 'none')}.",
+        "",
+        _key_sentence(report["key"]),
         "",
         "| age band | photos | MAE | RMSE | bias (pred − true) |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -250,6 +303,21 @@ def markdown_report(report: dict) -> str:
     ]
     for q, c in report["calibration"].items():
         lines.append(_policy_row(f"flags {float(q):.1%} of minors", c))
+    if "by_source" in report:
+        lines += [
+            "",
+            "By source (each source's own 10%-of-25+ cut for the key figure):",
+            "",
+            "| source | photos | MAE | bias | 13–17 MAE | 13–17 bias | 13–17 flagged at 10% of 25+ "
+            "| AUC 13–17 vs 25+ |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name, f in report["by_source"].items():
+            e_s, teen, k = f["errors"], f["errors"]["bands"]["13-17"], f["key"]
+            lines.append(f"| {name} | {e_s['count']} | {e_s['mae']:.2f} | {e_s['bias']:+.2f} "
+                         f"| {_num(teen['mae'], '.2f')} "
+                         f"| {_num(teen['bias'], '+.2f')} | {_pct(k['age_13_17_flagged'])} "
+                         f"| {_num(k['auc_13_17_vs_25_plus'], '.3f')} |")
     for key, title in (("by_gender", "gender"), ("by_race", "race group")):
         if key not in report:
             continue

@@ -18,17 +18,26 @@ from edge_app.config import MODELS_DIR, AgeModelConfig, DetectorConfig
 from edge_app.crop import CropSettings
 from edge_app.errors import AgecheckError
 from edge_app.model_card import ModelCard, write_card
-from training.data import LabelledImages, load_crops, load_labels, split_crops
-from training.metrics import calibrate_margins, errors, policy_shares
+from training.data import LabelledImages, load_crops, load_sources
+from training.metrics import calibrate_margins, errors, key_figure, policy_shares
 from training.train import PHOTO_DETECTOR
 
 log = logging.getLogger(__name__)
 
 LICENCES = {
     "utkface": "UTKFace (Zhang, Song, Qi, CVPR 2017): non-commercial research only",
-    "appa-real": "APPA-REAL (ChaLearn LAP 2016): see the dataset's licence",
+    "appa-real": "APPA-REAL (Agustsson et al., ChaLearn LAP 2017): research use; treat as non-commercial",
+    "aaf": "All-Age-Faces (Cheng et al., 2019): research use only, cite the paper",
     "seeds": "APPA-REAL-derived set of the original notebooks: see the dataset's licence",
 }
+# The margin the app adds is measured where the app works: on validation photos corrupted
+# by a camera-like mix (training/degrade.py), not only on clean photos.
+CARD_DEGRADATION = "camera"
+
+
+def licence_for(source: str, layout: str) -> str:
+    """The licence line of a source, by its folder name, else by its layout."""
+    return LICENCES.get(source) or LICENCES.get(layout, "see the dataset's licence")
 
 
 def _detector_from(saved: dict | None) -> DetectorConfig:
@@ -48,6 +57,11 @@ def detector_from_card(card: dict) -> DetectorConfig:
                            "min_detection_confidence": saved["min_detection_confidence"]})
 
 
+def canvas_from_card(card: dict) -> float:
+    """How much photos were enlarged with grey before detection (1: not at all, older cards)."""
+    return float(card.get("detector", {}).get("canvas", 1.0))
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """What export and evaluate need to know about how a model was trained."""
@@ -59,6 +73,8 @@ class RunSettings:
     val_fraction: float
     report: dict
     max_images: int = 0
+    canvas: float = 1.0
+    data_dirs: tuple[str, ...] = ()
 
     @classmethod
     def for_model(cls, model_path: Path, image_size: int) -> RunSettings:
@@ -77,6 +93,8 @@ class RunSettings:
             val_fraction=config.get("val_fraction", 0.2),
             report=report,
             max_images=config.get("max_images", 0),
+            canvas=config.get("canvas", 1.0),
+            data_dirs=tuple(config.get("data_dirs") or ([config["data_dir"]] if "data_dir" in config else [])),
         )
 
 
@@ -146,31 +164,51 @@ def predict_keras(model, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
     return model.predict(crops.astype(np.float32), batch_size=batch_size, verbose=0).reshape(-1)
 
 
-def validation_crops(
-    data_dir: str | Path, settings: RunSettings, cache_dir: Path | None
-) -> tuple[LabelledImages, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Labels, crops, train/val positions into the crops (as training split them), crop index.
+def photo_crops(images: LabelledImages, settings: RunSettings, cache_dir: Path | None,
+                degradation: tuple[str, int] | None = None):
+    """Model-input crops of ``images`` made as the run made them (`training.data.load_crops`)."""
+    return load_crops(images, settings.image_size, settings.crop, settings.detector, cache_dir,
+                      canvas=settings.canvas, degradation=degradation)
 
-    ``index[i]`` is the position in the labels of crop ``i``.
-    """
-    images = load_labels(data_dir, settings.max_images)
-    crops = load_crops(images, settings.image_size, settings.crop, settings.detector, cache_dir)
-    train, val = split_crops(images, crops, settings.val_fraction, settings.seed)
-    if len(val) == 0:
-        raise AgecheckError(f"no readable validation images in {data_dir}")
-    return images, crops.images, train, val, crops.index
+
+def _figures(true_years, predicted, sources, threshold_age, margin_years) -> dict:
+    out = {"errors": errors(true_years, predicted), "key": key_figure(true_years, predicted),
+           "policy": policy_shares(true_years, predicted, threshold_age, margin_years)}
+    if len(set(sources.tolist())) > 1:
+        out["by_source"] = {
+            name: {"errors": errors(true_years[sources == name], predicted[sources == name]),
+                   "key": key_figure(true_years[sources == name], predicted[sources == name])}
+            for name in dict.fromkeys(sources.tolist())
+        }
+    return out
 
 
 def export(
     model_path: str | Path,
-    data_dir: str | Path,
+    data_dirs: list[str | Path] | None,
     out_path: str | Path,
     calibration_images: int = 300,
     max_mae_increase: float = 0.5,
     threshold_age: float = 18,
     data_licence: str | None = None,
+    mirror: bool = True,
 ) -> dict:
     """Quantize, measure, and write ``out_path`` with its card, or refuse and write nothing.
+
+    The card's ``mae`` (the app's default margin) and its calibration are measured on the
+    validation part of every source under the ``camera`` degradation (`training.degrade`);
+    the clean figures stand beside them.
+
+    Args:
+        model_path: ``RUN/model.keras``.
+        data_dirs: the labelled photos the model was trained on; ``None``: the run's own.
+        out_path: ``models/NAME.tflite``; the card goes beside it as ``NAME.json``.
+        calibration_images: training crops that calibrate the int8 activation ranges.
+        max_mae_increase: the most the int8 model may lose against the float one, clean.
+        threshold_age: the legal age the calibration table is made for.
+        data_licence: licence text for every source (default: by source name or layout).
+        mirror: export the mean of each crop's and its mirror's estimate
+            (`training.model.mirror_averaged`); float figures are measured the same way.
 
     Raises:
         AgecheckError: if the int8 model's validation MAE is more than ``max_mae_increase``
@@ -181,14 +219,29 @@ def export(
         raise AgecheckError(f"--out {out_path} must end in .tflite")
     model = load_float_model(model_path)
     settings = RunSettings.for_model(model_path, int(model.input_shape[1]))
-    cache = model_path.parent / "cache"
-    images, crops, train, val, index = validation_crops(data_dir, settings, cache)
-    rng = np.random.default_rng(settings.seed)
-    pool = train if len(train) else val
-    representative = crops[rng.choice(pool, size=min(calibration_images, len(pool)), replace=False)]
-    true_years = images.age_years[index[val]]
+    if mirror:
+        from training.model import mirror_averaged
 
-    float_pred = predict_keras(model, crops[val])
+        model = mirror_averaged(model)
+    data_dirs = list(data_dirs or settings.data_dirs)
+    if not data_dirs:
+        raise AgecheckError(f"no --data given and {model_path.parent} records no training data")
+    cache = model_path.parent / "cache"
+    images = load_sources(data_dirs, settings.val_fraction, settings.seed, settings.max_images)
+    val_images = images.subset(np.flatnonzero(images.split == "val"))
+    train_images = images.subset(np.flatnonzero(images.split == "train"))
+    if len(val_images) == 0:
+        raise AgecheckError(f"no validation images in {', '.join(map(str, data_dirs))}")
+    rng = np.random.default_rng(settings.seed)
+    pool = train_images if len(train_images) else val_images
+    picked = pool.subset(np.sort(rng.choice(len(pool), size=min(calibration_images, len(pool)), replace=False)))
+    representative = photo_crops(picked, settings, cache).images
+    clean = photo_crops(val_images, settings, cache)
+    camera = photo_crops(val_images, settings, cache, (CARD_DEGRADATION, settings.seed))
+    if len(clean.images) == 0:
+        raise AgecheckError(f"no readable validation images in {', '.join(map(str, data_dirs))}")
+
+    float_clean = predict_keras(model, clean.images)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         candidate = Path(tmp) / out_path.name
@@ -196,8 +249,11 @@ def export(
         write_card(candidate, {"architecture": "ResNet50 regressor", "input_size": settings.image_size,
                                "crop": settings.crop.to_dict(), "mae": 0.0})
         regressor = AgeRegressor(AgeModelConfig(model_path=str(candidate), num_threads=os.cpu_count() or 1))
-        int8_pred = regressor.predict(crops[val])
-        float_errors, int8_errors = errors(true_years, float_pred), errors(true_years, int8_pred)
+        int8_clean = regressor.predict(clean.images)
+        int8_camera = regressor.predict(camera.images)
+        true_clean = val_images.age_years[clean.index].astype(np.float64)
+        true_camera = val_images.age_years[camera.index].astype(np.float64)
+        float_errors, int8_errors = errors(true_clean, float_clean), errors(true_clean, int8_clean)
         increase = int8_errors["mae"] - float_errors["mae"]
         if increase > max_mae_increase:
             raise AgecheckError(
@@ -205,50 +261,66 @@ def export(
                 f"the float model's {float_errors['mae']:.2f} (allowed: {max_mae_increase}); "
                 "nothing written: try more --calibration-images"
             )
-        margins = calibrate_margins(true_years, int8_pred, threshold_age)
+        camera_errors = errors(true_camera, int8_camera)
+        margin = camera_errors["mae"]
+        margins = calibrate_margins(true_camera, int8_camera, threshold_age)
+        sources = {name: val_images.subset(np.flatnonzero(val_images.source == name)) for name in images.sources}
+        layouts = dict(zip(images.sources, images.layout.split("+"), strict=True))
         card = {
             "architecture": "ResNet50 regressor",
             "input_size": settings.image_size,
             "input": "uint8 RGB face crop, values 0-255; ResNet50 preprocessing is inside the model",
             "output": "float32 age in years",
+            "test_time": "mean of the crop's and its mirror image's estimate" if mirror else "one pass",
             "quantization": f"full-integer int8 post-training, calibrated on {len(representative)} training crops",
             "crop": settings.crop.to_dict(),
             "detector": {
                 "model": Path(settings.detector.model_path).name,
                 "min_detection_confidence": settings.detector.min_detection_confidence,
+                "canvas": settings.canvas,
             },
             "training_data": {
-                "layout": images.layout,
-                "folder": images.root.name if images.root.name != "images" else images.root.parent.name,
+                "sources": [
+                    {"name": name, "layout": layouts[name], "images": int((images.source == name).sum()),
+                     "validation_images": len(part), "licence": data_licence or licence_for(name, layouts[name])}
+                    for name, part in sources.items()
+                ],
                 "images": len(images),
-                "licence": data_licence or LICENCES[images.layout],
             },
             "training": {
                 k: settings.report.get(k)
-                for k in ("precision", "best_val_mae", "best_epoch", "epochs_run", "dummy_val_mae")
+                for k in ("precision", "backend", "accelerator", "best_val_mae", "best_epoch", "epochs_run",
+                          "dummy_val_mae", "fit_seconds_this_session", "train_images_per_second")
             } | {k: settings.report.get("config", {}).get(k)
-                 for k in ("weights", "epochs", "batch_size", "learning_rate", "warmup_epochs", "augment")},
+                 for k in ("weights", "epochs", "batch_size", "learning_rate", "warmup_epochs", "augment",
+                           "augment_strength", "context", "lds_sigma_years", "source_weight_power")},
             "validation": {
-                "split": "layout's own" if (images.split != "").any() else "hash of seed and file name",
+                "split": "each source's own split where its layout has one, else a hash of seed and file name",
                 "seed": settings.seed,
                 "val_fraction": settings.val_fraction,
-                "images": int(len(val)),
+                "images": int(len(clean.images)),
+                "margin_measured_under": CARD_DEGRADATION,
             },
             "date": datetime.date.today().isoformat(),
-            "mae": round(int8_errors["mae"], 3),
-            "rmse": round(int8_errors["rmse"], 3),
+            "mae": round(margin, 3),
+            "rmse": round(camera_errors["rmse"], 3),
+            "clean_mae": round(int8_errors["mae"], 3),
+            "clean_rmse": round(int8_errors["rmse"], 3),
             "float_mae": round(float_errors["mae"], 3),
             "float_rmse": round(float_errors["rmse"], 3),
-            "int8_bands": int8_errors["bands"],
+            "int8_bands": camera_errors["bands"],
+            "clean": _figures(true_clean, int8_clean, val_images.source[clean.index], threshold_age, margin),
+            "camera": _figures(true_camera, int8_camera, val_images.source[camera.index], threshold_age, margin),
             "calibration": {
                 "threshold_age": threshold_age,
+                "measured_under": CARD_DEGRADATION,
                 "margin_years_to_flag_share_of_minors": margins,
-                "policy_at_card_mae": policy_shares(true_years, int8_pred, threshold_age, int8_errors["mae"]),
+                "policy_at_card_mae": policy_shares(true_camera, int8_camera, threshold_age, margin),
             },
         }
         shutil.move(str(candidate), out_path)
     card_path = write_card(out_path, card)
     ModelCard.load(out_path)  # the app must accept what we ship
-    log.info("wrote %s and %s: int8 MAE %.2f, float MAE %.2f", out_path, card_path,
-             int8_errors["mae"], float_errors["mae"])
+    log.info("wrote %s and %s: int8 MAE %.2f under %s (clean %.2f, float clean %.2f)", out_path, card_path,
+             margin, CARD_DEGRADATION, int8_errors["mae"], float_errors["mae"])
     return json.loads(card_path.read_text())

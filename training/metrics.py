@@ -85,3 +85,37 @@ def calibrate_margins(
     return {
         str(q): float(np.quantile(minors, q, method="higher") - threshold_age + 0.01) for q in quantiles
     }
+
+
+KEY_ADULT_SHARE = 0.10
+
+
+def key_figure(true_years: np.ndarray, predicted_years: np.ndarray, adult_share: float = KEY_ADULT_SHARE) -> dict:
+    """The product's key figure: 13-17s flagged when the cut flags only 10% of 25+ adults.
+
+    The cut is the ``adult_share`` quantile of the 25+ adults' estimates: a gate "flag when
+    the estimate is below the cut" asks that share of adults for ID needlessly. The figure
+    is the share of 13-17s below the same cut. Unlike MAE it measures exactly what an
+    alcohol gate needs: teenagers ranked below adults, whatever the ages' scale. The AUC is
+    the chance that a random 13-17's estimate is below a random 25+ adult's (ties count
+    half), the same ranking summed over every cut.
+
+    Returns:
+        ``{"age_13_17_flagged", "cut_years", "auc_13_17_vs_25_plus", "age_13_17_count",
+        "age_25_plus_count", "adult_share"}``; shares are ``None`` when either group is empty.
+    """
+    true_years = np.asarray(true_years, np.float64)
+    predicted = np.asarray(predicted_years, np.float64)
+    teens = predicted[(true_years >= 13) & (true_years < 18)]
+    adults = predicted[true_years >= 25]
+    out = {"age_13_17_flagged": None, "cut_years": None, "auc_13_17_vs_25_plus": None,
+           "age_13_17_count": int(teens.size), "age_25_plus_count": int(adults.size), "adult_share": adult_share}
+    if teens.size == 0 or adults.size == 0:
+        return out
+    cut = float(np.quantile(adults, adult_share, method="inverted_cdf"))
+    sorted_adults = np.sort(adults)
+    below = np.searchsorted(sorted_adults, teens, side="right")  # adults <= each teen
+    strictly = np.searchsorted(sorted_adults, teens, side="left")  # adults < each teen
+    auc = float(((adults.size - below) + 0.5 * (below - strictly)).sum() / (teens.size * adults.size))
+    out.update(age_13_17_flagged=float((teens < cut).mean()), cut_years=cut, auc_13_17_vs_25_plus=auc)
+    return out
