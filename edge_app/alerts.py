@@ -22,7 +22,7 @@ class LogSink:
     """Alerts and track ends as log lines (journald keeps them on a kiosk)."""
 
     def send(self, record: dict) -> None:  # noqa: D102
-        if record["type"] in ("alert", "alert_cleared", "track_end"):
+        if record["type"] in ("alert", "acknowledged", "track_end"):
             log.info("%s", json.dumps(record, sort_keys=True))
 
 

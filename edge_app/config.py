@@ -159,19 +159,27 @@ class PolicyConfig:
         margin_years: added to ``threshold_age``; ``None`` takes the model card's ``mae``.
             A larger margin flags more minors but also more adults needlessly; the card's
             calibration table shows the trade-off measured on validation data.
-        hysteresis_years: a flagged customer is cleared only once their age estimate rises
-            this far above the limit, so the alert does not flicker.
+        unclear_after_s: a customer in view this long without an age (too few estimates)
+            is flagged with reason ``face_unclear``: a face the app cannot judge is asked
+            for ID, never waved through. 0 turns this off.
+        max_spread_years: a customer whose estimates' interquartile range exceeds this is
+            flagged with reason ``uncertain``: the model disagrees with itself. 0 turns
+            this off.
+
+    A flag is sticky: it stays until the customer leaves or the cashier acknowledges it.
     """
 
     threshold_age: float = 18
     margin_years: float | None = None
-    hysteresis_years: float = 1.0
+    unclear_after_s: float = 2.0
+    max_spread_years: float = 12.0
 
     def __post_init__(self) -> None:
         _number("policy.threshold_age", self.threshold_age, 1, 120)
         if self.margin_years is not None:
             _number("policy.margin_years", self.margin_years, 0, 50)
-        _number("policy.hysteresis_years", self.hysteresis_years, 0, 50)
+        _number("policy.unclear_after_s", self.unclear_after_s, 0, 600)
+        _number("policy.max_spread_years", self.max_spread_years, 0, 100)
 
 
 @dataclass(frozen=True)

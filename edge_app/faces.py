@@ -32,6 +32,8 @@ class Faces:
         age_years: (n,) float32 age estimate in years (the track's aggregate once tracked);
             NaN where no estimate exists yet.
         estimates: (n,) int64 number of age estimates behind ``age_years``.
+        age_spread_years: (n,) float32 interquartile range of those estimates; NaN while
+            ``age_years`` is NaN.
         keypoints: (n, 6, 2) float32 landmark positions in pixels, in ``KEYPOINTS`` order;
             NaN where the detector gave none.
     """
@@ -42,6 +44,7 @@ class Faces:
     age_years: np.ndarray = field(default=None)  # type: ignore[assignment]
     estimates: np.ndarray = field(default=None)  # type: ignore[assignment]
     keypoints: np.ndarray = field(default=None)  # type: ignore[assignment]
+    age_spread_years: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
@@ -53,13 +56,16 @@ class Faces:
             self.age_years = np.full(n, np.nan, dtype=np.float32)
         if self.estimates is None:
             self.estimates = np.zeros(n, dtype=np.int64)
+        if self.age_spread_years is None:
+            self.age_spread_years = np.full(n, np.nan, dtype=np.float32)
+        self.age_spread_years = np.asarray(self.age_spread_years, dtype=np.float32)
         if self.keypoints is None:
             self.keypoints = np.full((n, len(KEYPOINTS), 2), np.nan, dtype=np.float32)
         self.keypoints = np.asarray(self.keypoints, dtype=np.float32)
         self.tracker_id = np.asarray(self.tracker_id, dtype=np.int64)
         self.age_years = np.asarray(self.age_years, dtype=np.float32)
         self.estimates = np.asarray(self.estimates, dtype=np.int64)
-        for name in ("confidence", "tracker_id", "age_years", "estimates"):
+        for name in ("confidence", "tracker_id", "age_years", "estimates", "age_spread_years"):
             _check_shape(name, getattr(self, name), (n,))
         _check_shape("keypoints", self.keypoints, (n, len(KEYPOINTS), 2))
         if n and np.any(self.xyxy[:, 2:] < self.xyxy[:, :2]):
@@ -84,14 +90,19 @@ class Faces:
             age_years=self.age_years[index],
             estimates=self.estimates[index],
             keypoints=self.keypoints[index],
+            age_spread_years=self.age_spread_years[index],
         )
 
-    def with_ages(self, age_years: np.ndarray, estimates: np.ndarray | None = None) -> Faces:
-        """A copy with ``age_years`` (and optionally ``estimates``) replaced."""
+    def with_ages(
+        self, age_years: np.ndarray, estimates: np.ndarray | None = None, age_spread_years: np.ndarray | None = None
+    ) -> Faces:
+        """A copy with ``age_years`` (and optionally ``estimates`` and ``age_spread_years``) replaced."""
         return replace(
             self,
             age_years=np.asarray(age_years, np.float32),
             estimates=self.estimates if estimates is None else np.asarray(estimates, np.int64),
+            age_spread_years=self.age_spread_years if age_spread_years is None
+            else np.asarray(age_spread_years, np.float32),
         )
 
     def with_tracker_ids(self, tracker_id: np.ndarray) -> Faces:

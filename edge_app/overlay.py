@@ -9,8 +9,8 @@ import numpy as np
 
 from edge_app.faces import Faces
 
-RED, GREEN, GREY, WHITE = (0, 0, 230), (0, 170, 0), (160, 160, 160), (255, 255, 255)
-COLOURS = {1: RED, 0: GREEN, -1: GREY}
+RED, GREEN, GREY, BLUE, WHITE = (0, 0, 230), (0, 170, 0), (160, 160, 160), (200, 110, 0), (255, 255, 255)
+COLOURS = {1: RED, 0: GREEN, -1: GREY, 2: BLUE}  # flagged, cleared, pending, ID checked
 
 
 def draw(
@@ -27,7 +27,7 @@ def draw(
         image: (H, W, 3) uint8 BGR frame (not modified).
         faces: tracked faces with aggregate ``age_years``.
         decisions: (n,) from `AgePolicy.decisions`: 1 flagged (red), 0 cleared (green),
-            -1 pending (grey).
+            -1 pending (grey), 2 ID checked by the cashier (blue).
         threshold_age: legal age, for the banner.
         margin_years: shown as the ± on each age, so nobody reads it as exact.
         fps: processing rate to show in the corner; ``None`` hides it.
@@ -53,9 +53,12 @@ def draw(
     if (decisions == 1).any():
         banner_h = int(60 * scale) + 10
         cv2.rectangle(out, (0, 0), (width, banner_h), RED, cv2.FILLED)
-        text = f"CHECK ID - customer may be under {threshold_age:g}"
+        text = f"CHECK ID - customer may be under {threshold_age:g}  (space: checked)"
         size = 1.1 * scale
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_DUPLEX, size, thickness + 1)
+        if tw > width - 8:  # a small frame: shrink the text to fit rather than cut it off
+            size *= (width - 8) / tw
+            (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_DUPLEX, size, thickness + 1)
         cv2.putText(out, text, (max((width - tw) // 2, 4), (banner_h + th) // 2), cv2.FONT_HERSHEY_DUPLEX,
                     size, WHITE, thickness + 1, cv2.LINE_AA)
     if fps is not None:

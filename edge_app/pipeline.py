@@ -213,18 +213,26 @@ class EventRouter:
         return alerts
 
 
+QUIT, ACKNOWLEDGE = "quit", "acknowledge"
+KEYS = {ord("q"): QUIT, 27: QUIT, ord(" "): ACKNOWLEDGE, ord("c"): ACKNOWLEDGE}
+
+
 class Window:
-    """The cashier's window, opened on the first frame; `show` is False once q or Esc is pressed."""
+    """The cashier's window, opened on the first frame.
+
+    `show` returns what the cashier asked for: `QUIT` (q or Esc), `ACKNOWLEDGE` (space or
+    c: "I have checked the ID"), or ``None``.
+    """
 
     def __init__(self) -> None:
         self._open = False
 
-    def show(self, image) -> bool:  # noqa: D102
+    def show(self, image) -> str | None:  # noqa: D102
         if not self._open:
             open_window(image.shape)
             self._open = True
         cv2.imshow(WINDOW, image)
-        return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
+        return KEYS.get(cv2.waitKey(1) & 0xFF)
 
     def close(self) -> None:  # noqa: D102
         if self._open:
@@ -304,8 +312,11 @@ def run(
                                      fps=summary.processing_fps)
                     if video is not None:
                         video.write(annotated)
-                    if window is not None and not window.show(annotated):
+                    command = window.show(annotated) if window is not None else None
+                    if command == QUIT:
                         break
+                    if command == ACKNOWLEDGE:
+                        events.send(policy.acknowledge(frame.timestamp_ms))
                 if hooks.on_frame is not None:
                     hooks.on_frame(summary, FrameStats(len(faces), len(crops), new_alerts, age_seconds,
                                                        time.monotonic() - frame_started))

@@ -1,4 +1,10 @@
-"""The alcohol-sale decision per customer: flag when age < threshold + margin, with hysteresis."""
+"""The alcohol-sale decision per customer: flag when age < threshold + margin, and fail safe.
+
+A flag is sticky: once the cashier has been told "check ID" for a customer, a later, older
+looking estimate never takes it back; it ends when the customer leaves or the cashier
+acknowledges it. A customer the app cannot judge is flagged too: ``face_unclear`` when no
+age comes within ``unclear_after_s``, ``uncertain`` when the estimates spread too widely.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,14 @@ from edge_app.faces import Faces
 
 TRACK_START = "track_start"
 ALERT = "alert"
-ALERT_CLEARED = "alert_cleared"
+ACKNOWLEDGED = "acknowledged"
 TRACK_END = "track_end"
+# Why a customer was flagged.
+REASON_AGE = "age"
+REASON_UNCLEAR = "face_unclear"
+REASON_UNCERTAIN = "uncertain"
+# `AgePolicy.decisions` per face.
+PENDING, CLEARED, FLAGGED, CHECKED = -1, 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -21,11 +33,16 @@ class Event:
     """Something the cashier or an audit should know about one customer.
 
     Attributes:
-        type: ``track_start``, ``alert`` (once per track), ``alert_cleared`` or ``track_end``.
+        type: ``track_start``, ``alert`` (once per track), ``acknowledged`` (the cashier
+            checked the ID) or ``track_end``.
         track_id: the customer's track.
         timestamp_ms: frame time of the event.
         estimated_age: the track's aggregate age in years, ``None`` before it has one.
         flagged: whether the track is flagged after this event.
+        reason: why the track was flagged (``age``, ``face_unclear``, ``uncertain``);
+            ``None`` for a track never flagged.
+        age_spread_years: interquartile range of the track's recent estimates, ``None``
+            before it has an age.
     """
 
     type: str
@@ -33,6 +50,8 @@ class Event:
     timestamp_ms: int
     estimated_age: float | None
     flagged: bool
+    reason: str | None = None
+    age_spread_years: float | None = None
 
     def to_dict(self, threshold_age: float, margin_years: float) -> dict:
         """JSON-ready form with the policy that produced it."""
@@ -40,7 +59,9 @@ class Event:
             "type": self.type,
             "track_id": self.track_id,
             "estimated_age": None if self.estimated_age is None else round(self.estimated_age, 1),
+            "age_spread_years": None if self.age_spread_years is None else round(self.age_spread_years, 1),
             "flagged": self.flagged,
+            "reason": self.reason,
             "threshold_age": threshold_age,
             "margin_years": round(margin_years, 2),
         }
@@ -48,24 +69,28 @@ class Event:
 
 @dataclass
 class _TrackState:
+    first_seen_ms: int
     last_seen_ms: int
     age_years: float | None = None
+    spread_years: float | None = None
     flagged: bool = False
-    alerted: bool = False
+    reason: str | None = None
+    acknowledged: bool = False
 
 
 @dataclass
 class AgePolicy:
     """Decides "check ID" per track and emits lifecycle events.
 
-    A track is flagged when its aggregate age < ``threshold_age + margin_years``. It is
-    cleared only when the age reaches ``limit + hysteresis_years``, so an estimate hovering
-    around the limit does not make the banner flicker. The ``alert`` event fires once per
-    track; ``track_end`` fires when a track has been out of view for ``leave_after_ms``,
-    and its state is then evicted.
+    A track is flagged, once and for good, when its aggregate age < ``threshold_age +
+    margin_years`` (reason ``age``), when its estimates spread more than
+    ``max_spread_years`` (``uncertain``), or when it has been in view ``unclear_after_s``
+    without an age (``face_unclear``). It stays flagged until `acknowledge` (the cashier
+    checked the ID; the customer is not flagged again) or until it has been out of view
+    for ``leave_after_ms`` (``track_end``; its state is then evicted).
 
     Args:
-        config: threshold, margin and hysteresis.
+        config: threshold, margin and the fail-safe settings.
         margin_years: the margin in force (the config's, else the model card's MAE).
         leave_after_ms: how long a track may be unseen before the customer counts as gone.
     """
@@ -88,36 +113,58 @@ class AgePolicy:
     def __len__(self) -> int:
         return len(self._tracks)
 
+    def _reason(self, state: _TrackState, age: float, spread: float, timestamp_ms: int) -> str | None:
+        if not math.isnan(age):
+            if age < self.limit_years:
+                return REASON_AGE
+            if self.config.max_spread_years and spread > self.config.max_spread_years:
+                return REASON_UNCERTAIN
+            return None
+        unclear_ms = self.config.unclear_after_s * 1000
+        if unclear_ms and state.age_years is None and timestamp_ms - state.first_seen_ms >= unclear_ms:
+            return REASON_UNCLEAR
+        return None
+
     def update(self, faces: Faces, timestamp_ms: int) -> list[Event]:
         """Apply the policy to this frame's tracked faces.
 
         Args:
-            faces: faces with ``tracker_id`` and aggregate ``age_years`` (NaN while pending).
+            faces: faces with ``tracker_id``, aggregate ``age_years`` (NaN while pending)
+                and ``age_spread_years``.
             timestamp_ms: this frame's time.
 
         Returns:
             Events in the order they happened this frame.
         """
         events = []
-        for track_id, age in zip(faces.tracker_id.tolist(), faces.age_years.tolist(), strict=True):
+        for track_id, age, spread in zip(faces.tracker_id.tolist(), faces.age_years.tolist(),
+                                         faces.age_spread_years.tolist(), strict=True):
             state = self._tracks.get(track_id)
             if state is None:
-                state = self._tracks[track_id] = _TrackState(last_seen_ms=timestamp_ms)
+                state = self._tracks[track_id] = _TrackState(timestamp_ms, timestamp_ms)
                 events.append(Event(TRACK_START, track_id, timestamp_ms, None, False))
             state.last_seen_ms = timestamp_ms
-            if math.isnan(age):
-                continue
-            state.age_years = age
-            if not state.flagged and age < self.limit_years:
-                state.flagged = True
-                if not state.alerted:
-                    state.alerted = True
-                    events.append(Event(ALERT, track_id, timestamp_ms, age, True))
-            elif state.flagged and age >= self.limit_years + self.config.hysteresis_years:
-                state.flagged = False
-                events.append(Event(ALERT_CLEARED, track_id, timestamp_ms, age, False))
+            reason = self._reason(state, age, spread, timestamp_ms)
+            if not math.isnan(age):
+                state.age_years, state.spread_years = age, spread
+            if reason and not state.flagged and not state.acknowledged:
+                state.flagged, state.reason = True, reason
+                events.append(Event(ALERT, track_id, timestamp_ms, state.age_years, True, reason, state.spread_years))
         gone = [i for i, s in self._tracks.items() if timestamp_ms - s.last_seen_ms > self.leave_after_ms]
         events += [self._end(track_id, timestamp_ms) for track_id in gone]
+        return events
+
+    def acknowledge(self, timestamp_ms: int, track_ids: list[int] | None = None) -> list[Event]:
+        """The cashier has checked the ID: clear the flag of ``track_ids`` (default: every flagged track).
+
+        An acknowledged customer is not flagged again while they stay in view.
+        """
+        events = []
+        for track_id in sorted(self.flagged_ids if track_ids is None else set(track_ids) & self.flagged_ids):
+            state = self._tracks[track_id]
+            state.flagged, state.acknowledged = False, True
+            events.append(Event(ACKNOWLEDGED, track_id, timestamp_ms, state.age_years, False, state.reason,
+                                state.spread_years))
         return events
 
     def finish(self, timestamp_ms: int) -> list[Event]:
@@ -126,15 +173,18 @@ class AgePolicy:
 
     def _end(self, track_id: int, timestamp_ms: int) -> Event:
         state = self._tracks.pop(track_id)
-        return Event(TRACK_END, track_id, timestamp_ms, state.age_years, state.flagged)
+        return Event(TRACK_END, track_id, timestamp_ms, state.age_years, state.flagged, state.reason,
+                     state.spread_years)
 
     def decisions(self, faces: Faces) -> np.ndarray:
-        """(n,) int8 per face: 1 flagged, 0 cleared, -1 pending (no age yet)."""
-        out = np.full(len(faces), -1, np.int8)
+        """(n,) int8 per face: `FLAGGED`, `CHECKED` (acknowledged), `CLEARED` or `PENDING` (no age yet)."""
+        out = np.full(len(faces), PENDING, np.int8)
         for i, (track_id, age) in enumerate(zip(faces.tracker_id.tolist(), faces.age_years.tolist(), strict=True)):
             state = self._tracks.get(track_id)
             if state is not None and state.flagged:
-                out[i] = 1
+                out[i] = FLAGGED
+            elif state is not None and state.acknowledged:
+                out[i] = CHECKED
             elif not math.isnan(age):
-                out[i] = 0
+                out[i] = CLEARED
         return out

@@ -36,8 +36,9 @@ class FaceTracker:
     """Gives each face a track id and keeps a robust age per track.
 
     A track's age is the median of its last ``window`` estimates, reported once it has
-    ``min_estimates``; the median shrugs off the odd frame where the face is blurred or
-    turned. Tracks unmatched for ``max_missing_ms`` are dropped with all their state, so a
+    ``min_estimates``, with their interquartile range as its spread; the median shrugs off
+    the odd frame where the face is blurred or turned. Tracks unmatched for
+    ``max_missing_ms`` are dropped with all their state, so a
     service running for weeks holds only the customers in view.
     """
 
@@ -126,6 +127,7 @@ class FaceTracker:
 
     def _with_track_ages(self, faces: Faces) -> Faces:
         ages = np.full(len(faces), np.nan, np.float32)
+        spreads = np.full(len(faces), np.nan, np.float32)
         counts = np.zeros(len(faces), np.int64)
         for i, track_id in enumerate(faces.tracker_id):
             track = self._tracks.get(int(track_id))
@@ -134,4 +136,6 @@ class FaceTracker:
             counts[i] = len(track.ages_years)
             if counts[i] >= self.config.min_estimates:
                 ages[i] = np.median(track.ages_years)
-        return faces.with_ages(ages, counts)
+                q1, q3 = np.percentile(track.ages_years, [25, 75])
+                spreads[i] = q3 - q1
+        return faces.with_ages(ages, counts, spreads)

@@ -5,7 +5,17 @@ import pytest
 
 from edge_app.config import PolicyConfig, TrackerConfig
 from edge_app.faces import Faces
-from edge_app.policy import ALERT, ALERT_CLEARED, TRACK_END, TRACK_START, AgePolicy
+from edge_app.policy import (
+    ACKNOWLEDGED,
+    ALERT,
+    CHECKED,
+    CLEARED,
+    FLAGGED,
+    PENDING,
+    TRACK_END,
+    TRACK_START,
+    AgePolicy,
+)
 from edge_app.track import FaceTracker, box_iou
 from tests.conftest import make_faces
 
@@ -75,6 +85,19 @@ def test_median_ignores_a_wild_estimate():
     for frame in range(5):
         faces, _ = step(tracker, make_faces([[0, 0, 40, 40]]), frame * FRAME_MS, age_for=lambda _: next(estimates))
     assert faces.age_years[0] == pytest.approx(30.0)
+    assert faces.age_spread_years[0] == pytest.approx(31.0 - 30.0)  # IQR of 29, 30, 30, 31, 95
+
+
+def test_spread_is_unknown_until_the_age_is_reported():
+    tracker = FaceTracker(TrackerConfig(min_estimates=3, estimate_interval_ms=0, window=5))
+    estimates = iter([10.0, 50.0, 20.0, 60.0])
+    spreads = []
+    for frame in range(4):
+        faces, _ = step(tracker, make_faces([[0, 0, 40, 40]]), frame * FRAME_MS, age_for=lambda _: next(estimates))
+        spreads.append(float(faces.age_spread_years[0]))
+    assert math.isnan(spreads[0]) and math.isnan(spreads[1])
+    assert spreads[2] == pytest.approx(np.subtract(*np.percentile([10, 50, 20], [75, 25])))
+    assert spreads[3] == pytest.approx(np.subtract(*np.percentile([10, 50, 20, 60], [75, 25])))
 
 
 def test_tracker_evicts_tracks_that_left():
@@ -100,37 +123,91 @@ def test_tracker_state_stays_bounded_over_many_customers():
     assert len(tracker) <= 1
 
 
-def tracked(track_ids, ages):
-    return make_faces([[i * 50, 0, i * 50 + 40, 40] for i in track_ids], tracker_id=track_ids,
-                      age_years=np.array(ages, np.float32))
+def tracked(track_ids, ages, spreads=None):
+    faces = make_faces([[i * 50, 0, i * 50 + 40, 40] for i in track_ids], tracker_id=track_ids,
+                       age_years=np.array(ages, np.float32))
+    if spreads is None:  # a known age comes with a small spread, as from a steady face
+        spreads = [math.nan if math.isnan(a) else 1.0 for a in ages]
+    return faces.with_ages(faces.age_years, faces.estimates, np.array(spreads, np.float32))
 
 
-def policy(threshold=18, margin=5.0, hysteresis=1.0, leave_ms=300):
-    return AgePolicy(PolicyConfig(threshold_age=threshold, hysteresis_years=hysteresis), margin, leave_ms)
+def policy(threshold=18, margin=5.0, leave_ms=300, unclear_after_s=0.0, max_spread_years=0.0):
+    config = PolicyConfig(threshold_age=threshold, unclear_after_s=unclear_after_s, max_spread_years=max_spread_years)
+    return AgePolicy(config, margin, leave_ms)
 
 
-def test_policy_lifecycle_frame_by_frame():
-    gate = policy()  # limit 23, cleared at 24
+def run_timeline(gate, timeline, start_ms=0):
+    types, flagged = [], []
+    for frame, (ids, ages) in enumerate(timeline):
+        events = gate.update(tracked(ids, ages), start_ms + frame * FRAME_MS)
+        types.append([e.type for e in events])
+        flagged.append(1 in gate.flagged_ids)
+    return types, flagged
+
+
+def test_a_flag_is_sticky_whatever_later_estimates_say():
+    gate = policy()  # limit 23
     timeline = [
         ([1], [math.nan]),  # appears, no age yet
         ([1], [math.nan]),
         ([1], [19.0]),  # flagged
-        ([1], [23.5]),  # between limit and limit + hysteresis: stays flagged
-        ([1], [22.0]),
-        ([1], [24.5]),  # cleared
-        ([1], [22.0]),  # flagged again, but no second alert event
+        ([1], [26.0]),  # an older-looking estimate: still flagged (the cashier was told)
+        ([1], [40.0]),
+        ([1], [22.0]),  # no second alert event
         ([], []),
     ]
-    types, flagged = [], []
-    for frame, (ids, ages) in enumerate(timeline):
-        events = gate.update(tracked(ids, ages), frame * FRAME_MS)
-        types.append([e.type for e in events])
-        flagged.append(1 in gate.flagged_ids)
-    assert types == [[TRACK_START], [], [ALERT], [], [], [ALERT_CLEARED], [], []]
-    assert flagged == [False, False, True, True, True, False, True, True]
+    types, flagged = run_timeline(gate, timeline)
+    assert types == [[TRACK_START], [], [ALERT], [], [], [], []]
+    assert flagged == [False, False, True, True, True, True, True]
     events = gate.update(Faces.empty(), 20 * FRAME_MS)  # 560 ms after last seen > 300
-    assert [(e.type, e.track_id, e.flagged, e.estimated_age) for e in events] == [(TRACK_END, 1, True, 22.0)]
+    assert [(e.type, e.track_id, e.flagged, e.estimated_age, e.reason) for e in events] == [
+        (TRACK_END, 1, True, 22.0, "age")]
     assert len(gate) == 0
+
+
+def test_acknowledgement_clears_the_flag_for_good():
+    gate = policy()
+    gate.update(tracked([1, 2, 3], [19.0, 20.0, 40.0]), 0)
+    assert gate.flagged_ids == {1, 2}
+    events = gate.acknowledge(FRAME_MS, track_ids=[1, 3])  # 3 was never flagged: nothing to acknowledge
+    assert [(e.type, e.track_id, e.flagged, e.reason) for e in events] == [(ACKNOWLEDGED, 1, False, "age")]
+    assert gate.update(tracked([1, 2, 3], [15.0, 20.0, 40.0]), 2 * FRAME_MS) == []  # 1 is not flagged again
+    np.testing.assert_array_equal(gate.decisions(tracked([1, 2, 3], [15.0, 20.0, 40.0])), [CHECKED, FLAGGED, CLEARED])
+    assert [e.track_id for e in gate.acknowledge(3 * FRAME_MS)] == [2]  # default: every flagged customer
+    assert gate.flagged_ids == set() and gate.acknowledge(4 * FRAME_MS) == []
+    record = events[0].to_dict(18, 5.0)
+    assert record["type"] == "acknowledged" and record["reason"] == "age"
+
+
+def test_a_face_never_judged_is_flagged_unclear_after_the_configured_time():
+    gate = policy(unclear_after_s=2.0)
+    pending = [([1, 2], [math.nan, math.nan])] * 49  # 48 * 40 ms = 1.92 s
+    types, flagged = run_timeline(gate, pending)
+    assert not any(flagged)
+    events = gate.update(tracked([1, 2], [math.nan, 30.0]), 50 * FRAME_MS)  # 2.0 s: 2 got an age in time
+    assert [(e.type, e.track_id, e.reason) for e in events] == [(ALERT, 1, "face_unclear")]
+    assert events[0].estimated_age is None
+    # A customer who had an age once and then is not re-estimated is not "unclear".
+    later = policy(unclear_after_s=2.0)
+    later.update(tracked([1], [30.0]), 0)
+    assert later.update(tracked([1], [math.nan]), 5000) == []
+
+
+def test_estimates_that_disagree_flag_the_customer_as_uncertain():
+    gate = policy(max_spread_years=10.0)
+    assert gate.update(tracked([1, 2], [40.0, 40.0], spreads=[4.0, 10.0]), 0)[2:] == []  # 10 is not above 10
+    events = gate.update(tracked([1, 2], [40.0, 41.0], spreads=[4.0, 10.5]), FRAME_MS)
+    assert [(e.type, e.track_id, e.reason, e.age_spread_years) for e in events] == [(ALERT, 2, "uncertain", 10.5)]
+    off = policy(max_spread_years=0.0)
+    off.update(tracked([1], [40.0], spreads=[30.0]), 0)
+    assert off.flagged_ids == set()
+
+
+def test_policy_config_rejects_bad_fail_safe_values():
+    with pytest.raises(ValueError, match="policy.unclear_after_s = -1"):
+        PolicyConfig(unclear_after_s=-1)
+    with pytest.raises(ValueError, match="policy.max_spread_years"):
+        PolicyConfig(max_spread_years="wide")
 
 
 def test_policy_adults_are_never_flagged_and_decisions_per_face():
@@ -138,7 +215,8 @@ def test_policy_adults_are_never_flagged_and_decisions_per_face():
     events = gate.update(tracked([1, 2, 3], [40.0, 20.0, math.nan]), 0)
     assert [e.type for e in events] == [TRACK_START, TRACK_START, ALERT, TRACK_START]
     assert events[2].track_id == 2
-    np.testing.assert_array_equal(gate.decisions(tracked([1, 2, 3], [40.0, 20.0, math.nan])), [0, 1, -1])
+    np.testing.assert_array_equal(gate.decisions(tracked([1, 2, 3], [40.0, 20.0, math.nan])),
+                                  [CLEARED, FLAGGED, PENDING])
 
 
 def test_policy_threshold_21_and_finish_ends_every_track():
