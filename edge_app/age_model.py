@@ -9,6 +9,7 @@ import numpy as np
 
 from edge_app.config import AgeModelConfig
 from edge_app.errors import AgecheckError
+from edge_app.logs import native_stderr_held
 from edge_app.model_card import ModelCard
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,9 @@ class AgeRegressor:
         self.card = ModelCard.load(path, check_sha256=check_sha256)
         interpreter_class = load_interpreter_class()
         try:
-            self._interpreter = interpreter_class(model_path=str(path), num_threads=config.num_threads)
-            self._interpreter.allocate_tensors()
+            with native_stderr_held():
+                self._interpreter = interpreter_class(model_path=str(path), num_threads=config.num_threads)
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise AgecheckError(f"age model {path} could not be loaded: {error}") from None
         inputs = self._interpreter.get_input_details()

@@ -13,6 +13,7 @@ import numpy as np
 
 from edge_app.config import SourceConfig
 from edge_app.errors import AgecheckError
+from edge_app.logs import native_stderr_held
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,8 @@ class VideoSource:
 
     def _open(self) -> cv2.VideoCapture | None:
         source = self.config.source
-        capture = self._open_capture(int(source) if source.isdigit() else source)
+        with native_stderr_held():  # OpenCV's backends list every one they tried
+            capture = self._open_capture(int(source) if source.isdigit() else source)
         if not capture.isOpened():
             capture.release()
             return None

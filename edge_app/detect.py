@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 from edge_app.config import DetectorConfig
 from edge_app.errors import AgecheckError
 from edge_app.faces import KEYPOINTS, Faces
+from edge_app.logs import native_stderr_held
 
 # MediaPipe's C++ side logs every graph start at INFO to stderr; keep journald readable.
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -61,11 +63,13 @@ class FaceDetector:
             min_suppression_threshold=config.min_suppression_threshold,
         )
         try:
-            self._detector = vision.FaceDetector.create_from_options(options)
+            with native_stderr_held():
+                self._detector = vision.FaceDetector.create_from_options(options)
         except (RuntimeError, ValueError) as error:
             raise AgecheckError(f"face detector model {path} could not be loaded: {error}") from None
         self._video = video
         self._last_timestamp_ms: int | None = None
+        self._warm = False  # the first detection prints native start-up lines too
 
     def detect(self, rgb: np.ndarray, timestamp_ms: int | None = None) -> Faces:
         """Find faces in one RGB image.
@@ -89,14 +93,18 @@ class FaceDetector:
                     f"timestamp_ms must increase: got {timestamp_ms} after {self._last_timestamp_ms}"
                 )
             self._last_timestamp_ms = int(timestamp_ms)
-            result = self._detector.detect_for_video(image, int(timestamp_ms))
-        else:
-            result = self._detector.detect(image)
+        with native_stderr_held() if not self._warm else contextlib.nullcontext():
+            if self._video:
+                result = self._detector.detect_for_video(image, int(timestamp_ms))
+            else:
+                result = self._detector.detect(image)
+        self._warm = True
         return faces_from_result(result, rgb.shape[1], rgb.shape[0])
 
     def close(self) -> None:
         """Release the MediaPipe graph."""
-        self._detector.close()
+        with native_stderr_held():
+            self._detector.close()
 
     def __enter__(self) -> FaceDetector:
         return self

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+import tempfile
 import time
 
 
@@ -37,3 +39,43 @@ def setup_logging(verbose: bool = False, log_format: str = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    show_native_logs(verbose)
+
+
+# What MediaPipe, LiteRT and OpenCV print from native code (model-loading chatter, dozens of
+# "Sparsity tensors may not yet be fully supported" lines) is held back unless --verbose.
+_native_logs_shown = False
+
+
+def show_native_logs(show: bool) -> None:
+    """Let native libraries' stderr through (``agecheck -v``), or hold it back (the default)."""
+    global _native_logs_shown
+    _native_logs_shown = show
+
+
+@contextlib.contextmanager
+def native_stderr_held():
+    """Hold back what native code writes to file descriptor 2 inside the block.
+
+    C++ libraries write to the descriptor, not to ``sys.stderr``, so it is pointed at a
+    temporary file for the block. If the block raises, what was held back is written out
+    before the error travels on: a failure is never hidden. With `show_native_logs` on,
+    nothing is held.
+    """
+    if _native_logs_shown:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            os.write(2, held.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

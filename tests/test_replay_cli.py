@@ -143,3 +143,37 @@ def test_run_loops_a_file_until_sigterm(tmp_path, brightness_tflite):
     assert done, stderr[-2000:]
     frames = int(done[-1].split("done: ")[1].split(" frames")[0])
     assert frames > 41  # it went past the end of the clip and looped
+
+
+def _replay_lines(tmp_path, *flags):
+    process = subprocess.run(
+        [sys.executable, "-m", "edge_app", *flags, "replay", "--output", str(tmp_path / "a.mp4"),
+         "--events", str(tmp_path / "e.jsonl")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert process.returncode == 0, process.stderr[-2000:]
+    return (process.stdout + process.stderr).splitlines()
+
+
+def test_demo_prints_only_the_apps_own_lines_unless_verbose(tmp_path):
+    """`make demo` is `agecheck replay` with the shipped model: ten lines at most, none native."""
+    quiet = _replay_lines(tmp_path)
+    assert len(quiet) <= 10, "\n".join(quiet)
+    native = [line for line in quiet if line.startswith(("INFO: [", "WARNING: [", "W0000", "I0000"))]
+    assert native == [], native
+    assert any("frames" in line and "tracks" in line for line in quiet)
+    verbose = _replay_lines(tmp_path, "-v")
+    assert any("Sparsity tensors" in line or "XNNPACK" in line for line in verbose)  # shown with --verbose
+
+
+def test_held_back_native_output_is_shown_when_loading_fails(tmp_path, capfd):
+    from edge_app.logs import native_stderr_held, show_native_logs
+
+    show_native_logs(False)  # the default, whatever an earlier in-process command set
+    with pytest.raises(RuntimeError), native_stderr_held():
+        os.write(2, b"native: the reason it failed\n")
+        raise RuntimeError("load failed")
+    with native_stderr_held():
+        os.write(2, b"native: chatter\n")
+    err = capfd.readouterr().err
+    assert "the reason it failed" in err and "chatter" not in err

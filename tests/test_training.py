@@ -255,6 +255,8 @@ def labels(tmp_path, rows):
         (lambda d: touch(d, "abc_0_0_x.jpg"), "abc_0_0_x.jpg: file name does not start with an age"),
         (lambda d: touch(d, "-3_0_0_x.jpg"), "-3_0_0_x.jpg: age '-3' is outside"),
         (lambda d: touch(d, "labels.csv", "name,age\n"), "missing column 'file_name'"),
+        (lambda d: (d / "images").mkdir() or touch(d, "labels.csv", "file_name,real_age\n"),
+         r"has labels.csv but no final_files/ folder for its images \(found images/\)"),
     ],
 )
 def test_bad_data_is_one_clear_error(tmp_path, make, match):

@@ -189,6 +189,10 @@ def _load_labels(data_dir: str | Path) -> LabelledImages:
         if not (root / "labels.csv").is_file():
             raise DataError(f"{root} has final_files/ but no labels.csv (file_name,real_age)")
         paths, ages = _read_csv_labels(root / "labels.csv", root / "final_files")
+        if not (root / "final_files").is_dir():
+            found = sorted(p.name + "/" for p in root.iterdir() if p.is_dir())
+            raise DataError(f"{root} has labels.csv but no final_files/ folder for its images"
+                            + (f" (found {', '.join(found)})" if found else ""))
         return LabelledImages(root, "seeds", paths, np.array(ages, np.float32), np.full(len(paths), ""))
     if any((root / f"gt_avg_{name}.csv").is_file() for name in APPA_SPLITS):
         paths, ages, splits = [], [], []
