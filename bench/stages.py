@@ -25,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from edge_app import quality  # noqa: E402
 from edge_app.age_model import AgeRegressor  # noqa: E402
 from edge_app.capture import VideoSource  # noqa: E402
 from edge_app.config import (  # noqa: E402
@@ -32,6 +33,7 @@ from edge_app.config import (  # noqa: E402
     DEFAULT_SAMPLE_CLIP,
     AgeModelConfig,
     DetectorConfig,
+    QualityConfig,
     SourceConfig,
     TrackerConfig,
 )
@@ -83,6 +85,10 @@ def stage_timings(clip: Path, model: Path) -> dict:
     size, crop = regressor.input_size, regressor.card.crop
     out["crop_ms_per_face"] = ms_per_call(
         lambda: crop_faces(rgb[0], faces.xyxy, size, crop, faces.keypoints), 50
+    ) / len(faces)
+    face_crops = crop_faces(rgb[0], faces.xyxy, size, crop, faces.keypoints)
+    out["quality_ms_per_face"] = ms_per_call(
+        lambda: quality.passes(quality.measure(faces, face_crops), QualityConfig()), 50
     ) / len(faces)
     rng = np.random.default_rng(0)
     for batch in (1, 2, 4, 8):
@@ -141,7 +147,8 @@ def main() -> None:
     machine = f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"machine: {machine}; model: {args.model.name} ({stages['age_model_input_px']} px)\n")
     print("| stage | ms |\n| --- | ---: |")
-    for key in ("decode_720p_ms", "bgr_to_rgb_ms", "detect_ms", "crop_ms_per_face", "age_batch1_ms",
+    for key in ("decode_720p_ms", "bgr_to_rgb_ms", "detect_ms", "crop_ms_per_face", "quality_ms_per_face",
+                "age_batch1_ms",
                 "track_ms", "draw_ms", "encode_720p_ms"):
         print(f"| {key} | {stages[key]:.2f} |")
     print("\n| age batch | ms per invoke | faces/s |\n| ---: | ---: | ---: |")

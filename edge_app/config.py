@@ -151,6 +151,31 @@ class TrackerConfig:
 
 
 @dataclass(frozen=True)
+class QualityConfig:
+    """Which faces are good enough to estimate (`edge_app.quality`); 0 turns a check off.
+
+    The defaults come from a sweep over validation photos made smaller and blurrier, and
+    their natural turn (``bench/quality_sweep.py``, ``docs/PERFORMANCE.md``): each is where
+    the model's error grows by more than a year over the clean photos'.
+
+    Attributes:
+        min_eye_distance_px: pixels between the eyes in the frame.
+        min_sharpness: variance of the Laplacian of the grey model-input crop.
+        max_turn: how far the nose sits off the eyes' midpoint, in eye distances
+            (0 frontal; about 0.5 in profile).
+    """
+
+    min_eye_distance_px: float = 10.0
+    min_sharpness: float = 20.0
+    max_turn: float = 0.45
+
+    def __post_init__(self) -> None:
+        _number("quality.min_eye_distance_px", self.min_eye_distance_px, 0, 1000)
+        _number("quality.min_sharpness", self.min_sharpness, 0, 100_000)
+        _number("quality.max_turn", self.max_turn, 0, 10)
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
     """When to tell the cashier to check ID.
 
@@ -210,6 +235,7 @@ class AppConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     age_model: AgeModelConfig = field(default_factory=AgeModelConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 

@@ -34,6 +34,8 @@ class Faces:
         estimates: (n,) int64 number of age estimates behind ``age_years``.
         age_spread_years: (n,) float32 interquartile range of those estimates; NaN while
             ``age_years`` is NaN.
+        quality_ok: (n,) bool, False where the quality gate refused the face this frame
+            (too small, blurred or turned to estimate).
         keypoints: (n, 6, 2) float32 landmark positions in pixels, in ``KEYPOINTS`` order;
             NaN where the detector gave none.
     """
@@ -45,6 +47,7 @@ class Faces:
     estimates: np.ndarray = field(default=None)  # type: ignore[assignment]
     keypoints: np.ndarray = field(default=None)  # type: ignore[assignment]
     age_spread_years: np.ndarray = field(default=None)  # type: ignore[assignment]
+    quality_ok: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
@@ -59,13 +62,14 @@ class Faces:
         if self.age_spread_years is None:
             self.age_spread_years = np.full(n, np.nan, dtype=np.float32)
         self.age_spread_years = np.asarray(self.age_spread_years, dtype=np.float32)
+        self.quality_ok = np.ones(n, bool) if self.quality_ok is None else np.asarray(self.quality_ok, bool)
         if self.keypoints is None:
             self.keypoints = np.full((n, len(KEYPOINTS), 2), np.nan, dtype=np.float32)
         self.keypoints = np.asarray(self.keypoints, dtype=np.float32)
         self.tracker_id = np.asarray(self.tracker_id, dtype=np.int64)
         self.age_years = np.asarray(self.age_years, dtype=np.float32)
         self.estimates = np.asarray(self.estimates, dtype=np.int64)
-        for name in ("confidence", "tracker_id", "age_years", "estimates", "age_spread_years"):
+        for name in ("confidence", "tracker_id", "age_years", "estimates", "age_spread_years", "quality_ok"):
             _check_shape(name, getattr(self, name), (n,))
         _check_shape("keypoints", self.keypoints, (n, len(KEYPOINTS), 2))
         if n and np.any(self.xyxy[:, 2:] < self.xyxy[:, :2]):
@@ -91,6 +95,7 @@ class Faces:
             estimates=self.estimates[index],
             keypoints=self.keypoints[index],
             age_spread_years=self.age_spread_years[index],
+            quality_ok=self.quality_ok[index],
         )
 
     def with_ages(
@@ -104,6 +109,10 @@ class Faces:
             age_spread_years=self.age_spread_years if age_spread_years is None
             else np.asarray(age_spread_years, np.float32),
         )
+
+    def with_quality(self, quality_ok: np.ndarray) -> Faces:
+        """A copy with ``quality_ok`` replaced."""
+        return replace(self, quality_ok=np.asarray(quality_ok, bool))
 
     def with_tracker_ids(self, tracker_id: np.ndarray) -> Faces:
         """A copy with ``tracker_id`` replaced."""

@@ -10,6 +10,7 @@ import numpy as np
 from edge_app.faces import Faces
 
 RED, GREEN, GREY, BLUE, WHITE = (0, 0, 230), (0, 170, 0), (160, 160, 160), (200, 110, 0), (255, 255, 255)
+AMBER = (0, 160, 255)  # a face the quality gate refused, not yet judged
 COLOURS = {1: RED, 0: GREEN, -1: GREY, 2: BLUE}  # flagged, cleared, pending, ID checked
 
 
@@ -27,7 +28,8 @@ def draw(
         image: (H, W, 3) uint8 BGR frame (not modified).
         faces: tracked faces with aggregate ``age_years``.
         decisions: (n,) from `AgePolicy.decisions`: 1 flagged (red), 0 cleared (green),
-            -1 pending (grey), 2 ID checked by the cashier (blue).
+            -1 pending (grey), 2 ID checked by the cashier (blue). A pending face that the
+            quality gate refused (``faces.quality_ok``) is amber: "look at the camera".
         threshold_age: legal age, for the banner.
         margin_years: shown as the ± on each age, so nobody reads it as exact.
         fps: processing rate to show in the corner; ``None`` hides it.
@@ -39,11 +41,14 @@ def draw(
     height, width = out.shape[:2]
     scale = max(height / 720, 0.5)
     thickness = max(1, round(2 * scale))
-    for box, track_id, age, decision in zip(faces.xyxy, faces.tracker_id, faces.age_years, decisions, strict=True):
+    for box, track_id, age, decision, good in zip(faces.xyxy, faces.tracker_id, faces.age_years, decisions,
+                                                  faces.quality_ok, strict=True):
         x0, y0, x1, y1 = (int(round(v)) for v in box)
-        colour = COLOURS[int(decision)]
+        unclear = not good and decision == -1
+        colour = AMBER if unclear else COLOURS[int(decision)]
         cv2.rectangle(out, (x0, y0), (x1, y1), colour, thickness)
-        age_text = "age ..." if math.isnan(age) else f"{age:.0f} +/-{margin_years:.0f}"
+        age_text = "look at the camera" if unclear else "age ..." if math.isnan(age) else \
+            f"{age:.0f} +/-{margin_years:.0f}"
         label = f"#{track_id} {age_text}"
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, thickness)
         top = max(y0 - th - base - 4, 0)

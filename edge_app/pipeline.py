@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 
+from edge_app import quality
 from edge_app.age_model import AgeRegressor
 from edge_app.alerts import EventSink, JsonlSink, LogSink, event_record
 from edge_app.capture import VideoSource
@@ -78,6 +80,7 @@ class Summary:
     tracks: int = 0
     alerts: int = 0
     age_estimates: int = 0
+    faces_refused: int = 0  # face-frames the quality gate refused (too small, blurred or turned)
     video_fps: float = 0.0
     processing_fps: float = 0.0
     duration_s: float = 0.0
@@ -97,6 +100,13 @@ class Summary:
 def display_available() -> bool:
     """A screen to draw on (X11 or Wayland)."""
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _assign(values: np.ndarray, mask: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """A copy of ``values`` with ``values[mask] = new``."""
+    out = values.copy()
+    out[mask] = new
+    return out
 
 
 def _timed(function, *args):
@@ -293,10 +303,17 @@ def run(
                 rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
                 faces = detector.detect(rgb, timestamp_ms=frame.timestamp_ms)
                 faces = tracker.update(faces, frame.timestamp_ms)
-                due = tracker.due_for_estimate(faces, frame.timestamp_ms)
+                # Quality gate: size and turn from the keypoints for every face; sharpness
+                # from the crop of the faces due for an estimate.
+                faces = faces.with_quality(quality.passes(quality.measure(faces), config.quality))
+                due = tracker.due_for_estimate(faces, frame.timestamp_ms) & faces.quality_ok
                 crops = crop_faces(
                     rgb, faces.xyxy[due], age_model.input_size, age_model.card.crop, faces.keypoints[due]
                 )
+                sharp = quality.passes(quality.measure(faces[due], crops), config.quality)
+                faces = faces.with_quality(_assign(faces.quality_ok, due, sharp))
+                due[due] = sharp
+                crops = crops[sharp]
                 ages, age_seconds = _timed(age_model.predict, crops)
                 faces = tracker.add_estimates(faces, due, ages, frame.timestamp_ms)
                 new_alerts = events.send(policy.update(faces, frame.timestamp_ms))
@@ -305,6 +322,7 @@ def run(
                 summary.frames += 1
                 summary.faces += len(faces)
                 summary.age_estimates += len(crops)
+                summary.faces_refused += int(np.count_nonzero(~faces.quality_ok))
                 summary.processing_fps = summary.frames / max(time.monotonic() - started, 1e-9)
                 summary.camera_reconnects = source.reconnects
                 if video is not None or window is not None:

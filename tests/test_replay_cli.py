@@ -34,6 +34,7 @@ def test_replay_writes_consistent_video_events_and_summary(tmp_path, brightness_
     assert summary["faces"] >= 3 * 35  # three people in (nearly) every frame
     assert summary["tracks"] == 3  # one track per customer: no id switches on this clip
     assert summary["age_estimates"] < summary["faces"] / 2  # estimates are throttled per track
+    assert summary["faces_refused"] < summary["faces"] / 10  # the quality gate lets these clear faces through
     by_type = {t: [e for e in events if e["type"] == t] for t in ("track_start", "alert", "track_end")}
     assert len(by_type["track_start"]) == len(by_type["track_end"]) == summary["tracks"]
     # The brightness model gives everybody an "age" under 60: each customer is flagged once.
@@ -177,3 +178,24 @@ def test_held_back_native_output_is_shown_when_loading_fails(tmp_path, capfd):
         os.write(2, b"native: chatter\n")
     err = capfd.readouterr().err
     assert "the reason it failed" in err and "chatter" not in err
+
+
+def test_faces_the_gate_refuses_get_no_estimate_and_fail_safe_as_unclear(tmp_path, brightness_tflite):
+    """Real detector, real frames: with every face 'too small', nobody is estimated and all are asked for ID."""
+    config = tmp_path / "c.toml"
+    config.write_text("[quality]\nmin_eye_distance_px = 500\n\n[policy]\nunclear_after_s = 1.0\n")
+    events, summary, video = tmp_path / "e.jsonl", tmp_path / "s.json", tmp_path / "a.mp4"
+    result = replay([str(DEFAULT_SAMPLE_CLIP), "--config", str(config), "--events", str(events),
+                     "--summary", str(summary), "--output", str(video), "--threshold-age", "1"], brightness_tflite)
+    assert result.exit_code == 0, result.output
+    run = json.loads(summary.read_text())
+    assert run["age_estimates"] == 0 and run["faces_refused"] == run["faces"] > 100
+    alerts = [e for e in read_events(events) if e["type"] == "alert"]
+    assert len(alerts) == 3 and {e["reason"] for e in alerts} == {"face_unclear"}
+    assert all(e["estimated_age"] is None and e["video_time_s"] >= 1.0 for e in alerts)
+    capture = cv2.VideoCapture(str(video))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, 5)  # before the 1 s fail-safe: amber boxes, no banner
+    ok, frame = capture.read()
+    capture.release()
+    amber = (frame[..., 2] > 200) & (frame[..., 1] > 120) & (frame[..., 1] < 200) & (frame[..., 0] < 60)
+    assert ok and amber.sum() > 200

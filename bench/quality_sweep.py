@@ -1,0 +1,118 @@
+"""Where the age model's error grows: face size, sharpness and turn, on validation photos.
+
+    python bench/quality_sweep.py --data ../shared/datasets/utkface --data ../shared/datasets/appa-real \\
+        --data ../shared/datasets/aaf [--per-source 300] [--model models/age_resnet50_int8.tflite]
+
+Each validation photo (a seeded sample per source) is made into small faces (the photo
+shrunk so that the eyes are 6-48 px apart) and blurred faces (Gaussian, in proportion to the
+face), detected by the app's detector and cut by the app's crop, as `agecheck run` would;
+the clean photos give the turn. Prints Markdown tables of MAE per bin of the measures that
+`edge_app.quality` gates on, for docs/PERFORMANCE.md; the gate's defaults are read off them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edge_app.age_model import AgeRegressor  # noqa: E402
+from edge_app.config import DEFAULT_AGE_MODEL, AgeModelConfig, DetectorConfig  # noqa: E402
+from edge_app.crop import crop_faces  # noqa: E402
+from edge_app.detect import FaceDetector  # noqa: E402
+from edge_app.quality import measure  # noqa: E402
+from training.data import detect_in_photo, load_sources, read_rgb  # noqa: E402
+
+EYE_DISTANCES_PX = (6, 8, 10, 12, 16, 20, 24, 32, 48)
+BLUR_SIGMAS_PER_EYE_DISTANCE = (0.0, 0.04, 0.08, 0.12, 0.18, 0.25)
+
+
+def table(title: str, unit: str, values: np.ndarray, errors: np.ndarray, edges: list[float]) -> str:
+    lines = [f"{title}", "", f"| {unit} | faces | MAE | bias |", "| --- | ---: | ---: | ---: |"]
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        mask = (values >= lo) & (values < hi)
+        if mask.sum() >= 10:
+            lines.append(f"| {lo:g}–{hi:g} | {mask.sum()} | {np.abs(errors[mask]).mean():.2f} "
+                         f"| {errors[mask].mean():+.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", action="append", required=True)
+    parser.add_argument("--per-source", type=int, default=300)
+    parser.add_argument("--model", default=str(DEFAULT_AGE_MODEL))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    regressor = AgeRegressor(AgeModelConfig(model_path=args.model))
+    card = regressor.card.data
+    images = load_sources(args.data, card["validation"]["val_fraction"], card["validation"]["seed"])
+    images = images.subset(np.flatnonzero(images.split == "val"))
+    rng = np.random.default_rng(args.seed)
+    picks = np.concatenate([rng.choice(np.flatnonzero(images.source == s),
+                                       min(args.per_source, int((images.source == s).sum())), replace=False)
+                            for s in images.sources])
+    size, crop = regressor.input_size, regressor.card.crop
+    rows = {"size": [], "blur": [], "turn": []}  # (measure, error) pairs
+    found = {d: [0, 0] for d in EYE_DISTANCES_PX}
+    with FaceDetector(DetectorConfig(), video=False) as detector:
+
+        def estimate(rgb):
+            faces = detect_in_photo(detector, rgb, 3.0)
+            if not len(faces):
+                return None
+            best = faces[int(np.argmax(faces.confidence))]
+            crops = crop_faces(rgb, best.xyxy, size, crop, best.keypoints)
+            return measure(best, crops), float(regressor.predict(crops)[0])
+
+        for i in picks:
+            rgb, age = read_rgb(images.paths[i]), float(images.age_years[i])
+            if rgb is None:
+                continue
+            clean = estimate(rgb)
+            if clean is None:
+                continue
+            measures, predicted = clean
+            eyes = float(measures.eye_distance_px[0])
+            if not np.isfinite(eyes) or eyes < 8:
+                continue
+            rows["turn"].append((float(measures.turn[0]), predicted - age))
+            for target in EYE_DISTANCES_PX:
+                scale = target / eyes
+                if scale >= 1:
+                    continue
+                small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+                found[target][1] += 1
+                result = estimate(small)
+                if result is not None:
+                    found[target][0] += 1
+                    rows["size"].append((float(result[0].eye_distance_px[0]), result[1] - age))
+            for k in BLUR_SIGMAS_PER_EYE_DISTANCE[1:]:
+                result = estimate(cv2.GaussianBlur(rgb, (0, 0), sigmaX=k * eyes))
+                if result is not None:
+                    rows["blur"].append((float(result[0].sharpness[0]), result[1] - age))
+            rows["blur"].append((float(measures.sharpness[0]), predicted - age))
+    turn, size_rows, blur = (np.array(rows[k]) for k in ("turn", "size", "blur"))
+    clean_mae = np.abs(turn[:, 1]).mean()
+    print(f"{len(turn)} validation photos ({args.per_source} per source, seed {args.seed}), model "
+          f"{Path(args.model).name}; clean MAE {clean_mae:.2f}\n")
+    print("| eyes apart (px) | faces found |\n| ---: | ---: |")
+    for d, (hit, tried) in found.items():
+        print(f"| {d} | {hit}/{tried} |")
+    print()
+    print(table("By eye distance (photos shrunk):", "eyes apart (px)", size_rows[:, 0], size_rows[:, 1],
+                [0, 6, 8, 10, 12, 16, 20, 24, 32, 48, 1000]))
+    print(table("By sharpness (photos blurred, and clean):", "Laplacian variance", blur[:, 0], blur[:, 1],
+                [0, 5, 10, 20, 30, 50, 80, 120, 200, 400, 100_000]))
+    print(table("By turn (clean photos):", "nose off centre (eye distances)", turn[:, 0], turn[:, 1],
+                [0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.45, 10]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The face-quality gate on synthetic faces: small, blurred, turned and fine."""
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_app.config import QualityConfig
+from edge_app.quality import geometry, measure, passes, sharpness
+from tests.conftest import make_faces
+
+
+def faces_with_eyes(eye_gap_px, nose_offset_px=0.0, n=1):
+    faces = make_faces([[0, 0, 100, 100]] * n)
+    keypoints = np.full((n, 6, 2), np.nan, np.float32)
+    keypoints[:, 0] = (50 - eye_gap_px / 2, 40)
+    keypoints[:, 1] = (50 + eye_gap_px / 2, 40)
+    keypoints[:, 2] = (50 + nose_offset_px, 55)
+    faces.keypoints = keypoints
+    return faces
+
+
+def textured_crop(seed=0, size=64):
+    """A crop with fine detail, like skin, eyes and hair at 64 px."""
+    rng = np.random.default_rng(seed)
+    return cv2.resize(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), (size, size),
+                      interpolation=cv2.INTER_LINEAR)
+
+
+def test_geometry_measures_eye_distance_and_turn():
+    distance, turn = geometry(faces_with_eyes(20, 0.0))
+    assert distance[0] == pytest.approx(20) and turn[0] == pytest.approx(0)
+    _, turned = geometry(faces_with_eyes(20, 8.0))
+    assert turned[0] == pytest.approx(0.4)
+    _, other_way = geometry(faces_with_eyes(20, -8.0))
+    assert other_way[0] == pytest.approx(0.4)
+
+
+def test_blur_lowers_sharpness():
+    crop = textured_crop()
+    blurred = cv2.GaussianBlur(crop, (0, 0), sigmaX=2.0)
+    sharp, soft = sharpness(np.stack([crop, blurred]))
+    assert soft < sharp / 5
+
+
+@pytest.mark.parametrize(("gap", "nose", "blur", "ok"), [
+    (30, 0.0, 0.0, True),   # fine
+    (6, 0.0, 0.0, False),   # too small
+    (30, 15.0, 0.0, False),  # turned (0.5 eye distances: a profile)
+    (30, 0.0, 3.0, False),  # blurred
+])
+def test_gate_refuses_small_blurred_and_turned_faces(gap, nose, blur, ok):
+    crop = textured_crop()
+    if blur:
+        crop = cv2.GaussianBlur(crop, (0, 0), sigmaX=blur)
+    config = QualityConfig(min_eye_distance_px=10, min_sharpness=20, max_turn=0.35)
+    assert passes(measure(faces_with_eyes(gap, nose), crop[None]), config).tolist() == [ok]
+
+
+def test_unknown_measures_pass_and_zero_turns_a_check_off():
+    no_keypoints = make_faces([[0, 0, 10, 10]])  # a detector without keypoints
+    assert passes(measure(no_keypoints), QualityConfig()).tolist() == [True]
+    tiny = faces_with_eyes(3)
+    assert passes(measure(tiny), QualityConfig(min_eye_distance_px=0)).tolist() == [True]
+
+
+def test_quality_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="quality.max_turn = -0.1"):
+        QualityConfig(max_turn=-0.1)
