@@ -16,6 +16,7 @@ from edge_app.errors import AgecheckError
 from edge_app.logs import native_stderr_held
 
 log = logging.getLogger(__name__)
+WAIT_SLICE_S = 0.25  # longest sleep between two on_wait calls while a camera is reopened
 
 
 @dataclass(frozen=True)
@@ -140,9 +141,7 @@ class VideoSource:
                 raise AgecheckError(
                     f"camera {self.config.source} gave no frame for {self.config.give_up_after_s:g} s; giving up"
                 )
-            if self._on_wait is not None:
-                self._on_wait()
-            self._sleep(delay_ms / 1000)
+            self._wait(delay_ms / 1000)
             if self._capture is not None:
                 self._capture.release()
             self._capture = self._open()
@@ -153,6 +152,19 @@ class VideoSource:
                     log.info("camera %s is back after %.1f s", self.config.source, self._clock() - lost_at)
                     return ok, image
             delay_ms = min(delay_ms * 2, self.config.reopen_backoff_max_ms)
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep ``seconds`` in slices of at most `WAIT_SLICE_S`, calling ``on_wait`` before each.
+
+        The service feeds systemd's watchdog from ``on_wait``; one long backoff sleep (up to
+        ``reopen_backoff_max_ms``, 10 s by default) would starve a 10 s watchdog.
+        """
+        while seconds > 1e-9:
+            if self._on_wait is not None:
+                self._on_wait()
+            step = min(seconds, WAIT_SLICE_S)
+            self._sleep(step)
+            seconds -= step
 
     def close(self) -> None:
         """Release the capture."""

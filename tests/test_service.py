@@ -192,20 +192,25 @@ class FlakyCamera:
 
 def test_lost_camera_is_reopened_with_backoff_and_recovers():
     plan = [True] * 3 + [False] * 4 + [True] * 3  # 3 frames, dark for 4 reads, back
-    now, sleeps, waits = [0.0], [], []
+    now, opens, waits = [0.0], [], []
 
     def sleep(seconds):
-        sleeps.append(seconds)
         now[0] += seconds
+
+    def open_capture(_):
+        opens.append(round(now[0], 6))
+        return FlakyCamera(plan)
 
     config = SourceConfig(source="0", reopen_backoff_ms=100, reopen_backoff_max_ms=400, give_up_after_s=60)
     with VideoSource(config, sleep=sleep, clock=lambda: now[0], on_wait=lambda: waits.append(now[0]),
-                     open_capture=lambda _: FlakyCamera(plan)) as source:
+                     open_capture=open_capture) as source:
         frames = list(zip(range(6), source.frames(), strict=False))
         assert source.reconnects == 1
     assert len(frames) == 6  # all frames before and after the gap, without a restart
-    assert sleeps == [0.1, 0.2, 0.4, 0.4]  # doubling, capped
-    assert len(waits) == len(sleeps)  # the watchdog is fed while waiting
+    # Reopened after waits of 0.1, 0.2, 0.4 and 0.4 s: doubling, capped.
+    assert opens == [0.0, 0.1, 0.3, 0.7, 1.1]
+    # The watchdog is fed at least every WAIT_SLICE_S while waiting, however long the backoff.
+    assert max(b - a for a, b in zip(waits, waits[1:], strict=False)) <= 0.25 + 1e-9
     timestamps = [f.timestamp_ms for _, f in frames]
     assert timestamps == sorted(set(timestamps))
 
@@ -235,3 +240,33 @@ def test_events_file_rotates_by_size_and_keeps_backups(tmp_path):
     assert all(p.stat().st_size <= 200 for p in tmp_path.iterdir())
     last = json.loads(path.read_text().splitlines()[-1])
     assert last["track_id"] == 39  # the newest event is in the live file
+
+
+def test_watchdog_gaps_stay_within_half_its_period_across_loop_restarts(tmp_path, brightness_tflite, notify_socket):
+    """WATCHDOG_USEC=2 s: WATCHDOG=1 at least every 1 s plus one frame (80 ms at 12.5 fps), restarts included."""
+    sock, path = notify_socket
+    run = Run(brightness_tflite, env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "2000000"})
+    arrivals = []
+    try:
+        receive_until(sock, lambda m: "READY=1" in m, 30)
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            sock.settimeout(max(deadline - time.monotonic(), 0.01))
+            try:
+                if "WATCHDOG=1" in sock.recv(4096).decode():
+                    arrivals.append(time.monotonic())
+            except TimeoutError:
+                break
+    finally:
+        code = run.stop()
+        for _ in range(200):  # drain stderr up to the run's last line
+            line = run.lines.get(timeout=10)
+            if line is None:
+                break
+            run.seen.append(line)
+    assert code == 0
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    assert len(gaps) >= 4 and max(gaps) <= 1.0 + 0.08, gaps
+    done = [line for line in run.seen if "done:" in line]
+    frames = int(done[-1].split("done: ")[1].split(" frames")[0])
+    assert frames > 3 * 41  # the 41-frame clip restarted at least twice while the watchdog was timed
