@@ -233,3 +233,19 @@ def test_policy_evicts_state_for_vanished_tracks():
     for customer in range(1, 300):
         gate.update(tracked([customer], [30.0]), customer * 1000)
     assert len(gate) == 1
+
+
+def test_first_decision_needs_k_good_estimates_and_refused_frames_do_not_count():
+    """The loop's order: quality gate, then due faces only among the good ones (K = min_estimates = 3)."""
+    tracker = FaceTracker(TrackerConfig(min_estimates=3, estimate_interval_ms=0))
+    gate = policy(unclear_after_s=0.0)
+    good_frames = [True, False, True, False, False, True, True]
+    decided_at = None
+    for frame, good in enumerate(good_frames):
+        faces = tracker.update(make_faces([[0, 0, 40, 40]]), frame * FRAME_MS).with_quality(np.array([good]))
+        due = tracker.due_for_estimate(faces, frame * FRAME_MS) & faces.quality_ok
+        faces = tracker.add_estimates(faces, due, np.full(int(due.sum()), 15.0, np.float32), frame * FRAME_MS)
+        if any(e.type == ALERT for e in gate.update(faces, frame * FRAME_MS)) and decided_at is None:
+            decided_at = frame
+        assert faces.estimates[0] == sum(good_frames[: frame + 1])
+    assert decided_at == 5  # the third good frame, not the third frame

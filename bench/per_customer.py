@@ -1,0 +1,165 @@
+"""Per-customer figures: validation photos as customers at a till, replayed through the real app.
+
+    python bench/per_customer.py --data ../shared/datasets/utkface --data ../shared/datasets/appa-real \\
+        --data ../shared/datasets/aaf [--per-source 100] [--degrade camera] [--out docs/per_customer]
+
+The model's figures elsewhere are per photo; the till decides per customer, from many
+frames. No labelled till video exists here, so this builds one: each sampled validation
+photo (corrupted by ``--degrade``, seeded) is one customer, shown in a 720p frame at a
+till-like size, drifting and growing a little for ``--seconds`` (as someone stepping up to
+the counter), then an empty gap so that they leave. The clip is replayed by `agecheck
+replay` (the real detector, tracker, quality gate and policy) and each customer's outcome
+is read from the events: flagged (and why) if any alert came while they were in view.
+The same photos are scored one by one (`agecheck evaluate`'s crops) for comparison.
+Videos and predictions stay in a temporary folder: they are made from the datasets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edge_app.config import DEFAULT_AGE_MODEL  # noqa: E402
+from edge_app.model_card import ModelCard  # noqa: E402
+from training.data import load_sources, read_rgb  # noqa: E402
+from training.degrade import degrade  # noqa: E402
+
+BANDS = [("0-12", 0, 13), ("13-17", 13, 18), ("18-24", 18, 25), ("25+", 25, 200)]
+WIDTH, HEIGHT = 1280, 720
+
+
+def background(rng: np.random.Generator) -> np.ndarray:
+    """A soft, shop-like background: blurred blotches of muted colour."""
+    coarse = rng.integers(60, 200, (9, 16, 3), dtype=np.uint8)
+    return cv2.GaussianBlur(cv2.resize(coarse, (WIDTH, HEIGHT), interpolation=cv2.INTER_CUBIC), (0, 0), 25)
+
+
+def customer_frames(photo_bgr, back, frames: int, rng: np.random.Generator):
+    """The photo placed in the frame, drifting sideways and growing by 10% over ``frames``."""
+    height0 = rng.uniform(200, 360)  # a face about half the photo: ~30-55 px between the eyes
+    x0, drift = rng.uniform(350, 800), rng.uniform(-60, 60)
+    for i in range(frames):
+        t = i / max(frames - 1, 1)
+        h = int(height0 * (1 + 0.1 * t))
+        w = int(h * photo_bgr.shape[1] / photo_bgr.shape[0])
+        x, y = int(x0 + drift * t), int(HEIGHT * 0.45 - h / 2)
+        frame = back.copy()
+        frame[max(y, 0) : y + h, x : x + w] = cv2.resize(photo_bgr, (w, h), interpolation=cv2.INTER_AREA)[
+            max(-y, 0) : HEIGHT - y
+        ]
+        yield frame
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", action="append", required=True)
+    parser.add_argument("--per-source", type=int, default=100)
+    parser.add_argument("--degrade", default="camera")
+    parser.add_argument("--seconds", type=float, default=1.5)
+    parser.add_argument("--gap-s", type=float, default=1.2)
+    parser.add_argument("--fps", type=float, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default=str(DEFAULT_AGE_MODEL))
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    card = ModelCard.load(args.model).data
+    images = load_sources(args.data, card["validation"]["val_fraction"], card["validation"]["seed"])
+    images = images.subset(np.flatnonzero(images.split == "val"))
+    rng = np.random.default_rng(args.seed)
+    picks = np.concatenate([rng.choice(np.flatnonzero(images.source == s),
+                                       min(args.per_source, int((images.source == s).sum())), replace=False)
+                            for s in images.sources])
+    rng.shuffle(picks)
+    in_view = int(args.seconds * args.fps)
+    gap = int(args.gap_s * args.fps)
+    with tempfile.TemporaryDirectory() as tmp:
+        clip, events_path = Path(tmp) / "till.avi", Path(tmp) / "events.jsonl"
+        writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), args.fps, (WIDTH, HEIGHT))
+        customers, frame_index = [], 0
+        for i in picks:
+            rgb = read_rgb(images.paths[i])
+            if rgb is None:
+                continue
+            if args.degrade != "none":
+                rgb = degrade(rgb, args.degrade, args.seed, images.paths[i].name)
+            back = background(rng)
+            start = frame_index
+            for frame in customer_frames(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), back, in_view, rng):
+                writer.write(frame)
+                frame_index += 1
+            for _ in range(gap):
+                writer.write(back)
+                frame_index += 1
+            customers.append({"age": float(images.age_years[i]), "source": str(images.source[i]),
+                              "start_s": start / args.fps, "end_s": (start + in_view) / args.fps})
+        writer.release()
+        subprocess.run([sys.executable, "-m", "edge_app", "replay", str(clip), "--model", args.model,
+                        "--events", str(events_path), "--summary", str(Path(tmp) / "s.json")],
+                       check=True, capture_output=True, text=True)
+        events = [json.loads(line) for line in events_path.read_text().splitlines()]
+    # Each track belongs to the customer in view when it started.
+    starts = {e["track_id"]: e["video_time_s"] for e in events if e["type"] == "track_start"}
+    owner = {}
+    for track_id, t in starts.items():
+        for k, c in enumerate(customers):
+            if c["start_s"] - 0.05 <= t < c["end_s"] + 0.05:
+                owner[track_id] = k
+    for c in customers:
+        c.update(seen=False, flagged=False, reason=None, decided_s=None)
+    for e in events:
+        k = owner.get(e["track_id"])
+        if k is None:
+            continue
+        c = customers[k]
+        c["seen"] = True
+        if e["type"] == "alert" and not c["flagged"]:
+            c.update(flagged=True, reason=e["reason"], decided_s=round(e["video_time_s"] - c["start_s"], 3))
+    rows = []
+    for name, lo, hi in BANDS:
+        group = [c for c in customers if lo <= c["age"] < hi]
+        if not group:
+            continue
+        def share(test, group=group):
+            return sum(test(c) for c in group) / len(group)
+
+        rows.append({
+            "band": name, "customers": len(group), "never_seen": share(lambda c: not c["seen"]),
+            "flagged": share(lambda c: c["flagged"]),
+            "by_age": share(lambda c: c["reason"] == "age"),
+            "face_unclear": share(lambda c: c["reason"] == "face_unclear"),
+            "uncertain": share(lambda c: c["reason"] == "uncertain"),
+        })
+    lines = [
+        f"{len(customers)} customers ({args.per_source} validation photos per source, `--degrade {args.degrade}`, "
+        f"seed {args.seed}), {args.seconds:g} s each at {args.fps:g} fps, model `{Path(args.model).name}` "
+        f"(margin {card['mae']:.2f}):",
+        "",
+        "| true age | customers | never detected | flagged | by age | face_unclear | uncertain |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(f"| {r['band']} | {r['customers']} | {r['never_seen']:.0%} | **{r['flagged']:.0%}** | "
+                     f"{r['by_age']:.0%} | {r['face_unclear']:.0%} | {r['uncertain']:.0%} |")
+    decided = [c["decided_s"] for c in customers if c["decided_s"] is not None and c["reason"] == "age"]
+    if decided:
+        lines += ["", f"Alerts by age came {np.median(decided):.2f} s (median) after the customer appeared."]
+    print("\n".join(lines))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+        out.with_suffix(".json").write_text(json.dumps({"rows": rows, "settings": vars(args)}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
