@@ -36,6 +36,7 @@ from edge_app.config import (  # noqa: E402
     QualityConfig,
     SourceConfig,
     TrackerConfig,
+    load_config,
 )
 from edge_app.crop import crop_faces  # noqa: E402
 from edge_app.detect import FaceDetector  # noqa: E402
@@ -63,7 +64,7 @@ def ms_per_call(fn, repeats: int) -> float:
     return (time.perf_counter() - started) / repeats * 1000
 
 
-def stage_timings(clip: Path, model: Path) -> dict:
+def stage_timings(clip: Path, model: Path, detector_config: DetectorConfig) -> dict:
     capture = cv2.VideoCapture(str(clip))
     frames = []
     started = time.perf_counter()
@@ -76,7 +77,7 @@ def stage_timings(clip: Path, model: Path) -> dict:
     rgb = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames]
     to_rgb_ms = ms_per_call(lambda: cv2.cvtColor(frames[0], cv2.COLOR_BGR2RGB), 50)
     out = {"decode_720p_ms": decode_ms, "bgr_to_rgb_ms": to_rgb_ms}
-    with FaceDetector(DetectorConfig()) as detector:
+    with FaceDetector(detector_config) as detector:
         started = time.perf_counter()
         faces_per_frame = [detector.detect(image, timestamp_ms=i * 17 + 1) for i, image in enumerate(rgb)]
         out["detect_ms"] = (time.perf_counter() - started) / len(rgb) * 1000
@@ -110,12 +111,12 @@ def stage_timings(clip: Path, model: Path) -> dict:
     return out
 
 
-def end_to_end(clip: Path, model: Path, threshold_age: float) -> dict:
+def end_to_end(clip: Path, model: Path, threshold_age: float, config: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         summary = Path(tmp) / "s.json"
         command = [sys.executable, "-m", "edge_app", "replay", str(clip), "--model", str(model),
                    "--output", str(Path(tmp) / "a.mp4"), "--summary", str(summary),
-                   "--threshold-age", str(threshold_age)]
+                   "--threshold-age", str(threshold_age), *(["--config", str(config)] if config else [])]
         started = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True)
         wall_s = time.perf_counter() - started
@@ -137,12 +138,15 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_AGE_MODEL)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--config", type=Path, help="an agecheck config for the end-to-end replay "
+                        "(its [detector] max_input_side_px is timed in the stage table too)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         clip = make_720p_clip(Path(tmp) / "one_face_720p60.mp4", args.seconds)
-        stages = stage_timings(clip, args.model)
+        detector = load_config(args.config).detector if args.config else DetectorConfig()
+        stages = stage_timings(clip, args.model, detector)
         # threshold 120: every customer is flagged, so the first-alert latency is measured.
-        e2e = end_to_end(clip, args.model, threshold_age=120)
+        e2e = end_to_end(clip, args.model, threshold_age=120, config=args.config)
     cpu = platform.processor() or platform.machine()
     machine = f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"machine: {machine}; model: {args.model.name} ({stages['age_model_input_px']} px)\n")
