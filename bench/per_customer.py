@@ -33,6 +33,7 @@ from edge_app.config import DEFAULT_AGE_MODEL  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
 from training.data import load_sources, read_rgb  # noqa: E402
 from training.degrade import degrade  # noqa: E402
+from training.evaluate import select  # noqa: E402
 
 BANDS = [("0-12", 0, 13), ("13-17", 13, 18), ("18-24", 18, 25), ("25+", 25, 200)]
 WIDTH, HEIGHT = 1280, 720
@@ -74,12 +75,9 @@ def main() -> None:
     args = parser.parse_args()
     card = ModelCard.load(args.model).data
     images = load_sources(args.data, card["validation"]["val_fraction"], card["validation"]["seed"])
-    images = images.subset(np.flatnonzero(images.split == "val"))
+    images = select(images, "val", args.per_source, args.seed)
     rng = np.random.default_rng(args.seed)
-    picks = np.concatenate([rng.choice(np.flatnonzero(images.source == s),
-                                       min(args.per_source, int((images.source == s).sum())), replace=False)
-                            for s in images.sources])
-    rng.shuffle(picks)
+    picks = rng.permutation(len(images))  # the sources take turns at the till
     in_view = int(args.seconds * args.fps)
     gap = int(args.gap_s * args.fps)
     with tempfile.TemporaryDirectory() as tmp:

@@ -28,6 +28,7 @@ from edge_app.crop import crop_faces  # noqa: E402
 from edge_app.detect import FaceDetector  # noqa: E402
 from edge_app.quality import measure  # noqa: E402
 from training.data import detect_in_photo, load_sources, read_rgb  # noqa: E402
+from training.evaluate import select  # noqa: E402
 
 EYE_DISTANCES_PX = (6, 8, 10, 12, 16, 20, 24, 32, 48)
 BLUR_SIGMAS_PER_EYE_DISTANCE = (0.0, 0.04, 0.08, 0.12, 0.18, 0.25)
@@ -53,11 +54,7 @@ def main() -> None:
     regressor = AgeRegressor(AgeModelConfig(model_path=args.model))
     card = regressor.card.data
     images = load_sources(args.data, card["validation"]["val_fraction"], card["validation"]["seed"])
-    images = images.subset(np.flatnonzero(images.split == "val"))
-    rng = np.random.default_rng(args.seed)
-    picks = np.concatenate([rng.choice(np.flatnonzero(images.source == s),
-                                       min(args.per_source, int((images.source == s).sum())), replace=False)
-                            for s in images.sources])
+    images = select(images, "val", args.per_source, args.seed)
     size, crop = regressor.input_size, regressor.card.crop
     rows = {"size": [], "blur": [], "turn": []}  # (measure, error) pairs
     found = {d: [0, 0] for d in EYE_DISTANCES_PX}
@@ -71,8 +68,8 @@ def main() -> None:
             crops = crop_faces(rgb, best.xyxy, size, crop, best.keypoints)
             return measure(best, crops), float(regressor.predict(crops)[0])
 
-        for i in picks:
-            rgb, age = read_rgb(images.paths[i]), float(images.age_years[i])
+        for path, age in zip(images.paths, images.age_years.tolist(), strict=True):
+            rgb = read_rgb(path)
             if rgb is None:
                 continue
             clean = estimate(rgb)
