@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 # so that it finds close-ups (300 of 300 UTKFace chips; bench/box_mapping.py).
 PHOTO_DETECTOR = DetectorConfig(model_path=str(DEFAULT_DETECTOR_MODEL))
 PHOTO_CANVAS = 3.0
-__all__ = ["PHOTO_CANVAS", "PHOTO_DETECTOR", "REPORT_NAME", "TrainConfig", "train"]
 
 
 @dataclass(frozen=True)
