@@ -345,3 +345,26 @@ def test_preprocessing_inside_the_model_is_exact_in_float_and_int8(tmp_path):
         got.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0, 0])
     # int8 steps of ~1 unit on each channel mean: far below the ~100-unit swing between images.
     assert np.abs(np.array(got) - expected).max() < 3.0
+
+
+def test_crop_here_fit_elsewhere_within_a_time_budget(tmp_path, datasets):
+    """The GPU-machine path: --crops-only writes the pack, `python -m training.fit` fits it alone."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    result = ok(invoke("train", "--data", datasets["utkface"], "--out", run, "--val-fraction", "0.3", "--crops-only",
+                       *TINY[:4], "--epochs", "50", *TINY[6:]))
+    assert f"python -m training.fit {run}" in result.output
+    assert sorted(p.name for p in run.iterdir() if p.is_file()) == ["crops.npz", "train_config.json"]
+    fitted = subprocess.run([sys.executable, "-m", "training.fit", str(run), "--time-budget-s", "1", "--no-backup"],
+                            capture_output=True, text=True, timeout=600)
+    assert fitted.returncode == 0, fitted.stderr[-2000:]
+    report = json.loads((run / "report.json").read_text())
+    budget = json.loads((run / "budget.json").read_text())
+    assert report["epochs_planned"] == budget["epochs_in_budget"] == 1  # 50 epochs cannot fit in 1 s
+    assert report["epochs_run"] == 1 and (run / "model.keras").stat().st_size > 0
+    missing = subprocess.run([sys.executable, "-m", "training.fit", str(tmp_path / "nothing")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "does not exist; expected a run folder" in missing.stderr
+    assert "Traceback" not in missing.stderr
