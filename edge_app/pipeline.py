@@ -21,7 +21,6 @@ from edge_app.age_model import AgeRegressor
 from edge_app.alerts import EventSink, JsonlSink, LogSink, event_record
 from edge_app.capture import VideoSource
 from edge_app.config import AppConfig
-from edge_app.crop import crop_faces
 from edge_app.detect import FaceDetector
 from edge_app.errors import AgecheckError
 from edge_app.overlay import draw
@@ -100,13 +99,6 @@ class Summary:
 def display_available() -> bool:
     """A screen to draw on (X11 or Wayland)."""
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def _assign(values: np.ndarray, mask: np.ndarray, new: np.ndarray) -> np.ndarray:
-    """A copy of ``values`` with ``values[mask] = new``."""
-    out = values.copy()
-    out[mask] = new
-    return out
 
 
 def _timed(function, *args):
@@ -303,17 +295,10 @@ def run(
                 rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
                 faces = detector.detect(rgb, timestamp_ms=frame.timestamp_ms)
                 faces = tracker.update(faces, frame.timestamp_ms)
-                # Quality gate: size and turn from the keypoints for every face; sharpness
-                # from the crop of the faces due for an estimate.
-                faces = faces.with_quality(quality.passes(quality.measure(faces), config.quality))
-                due = tracker.due_for_estimate(faces, frame.timestamp_ms) & faces.quality_ok
-                crops = crop_faces(
-                    rgb, faces.xyxy[due], age_model.input_size, age_model.card.crop, faces.keypoints[due]
+                due = tracker.due_for_estimate(faces, frame.timestamp_ms)
+                faces, due, crops = quality.gate(
+                    rgb, faces, due, age_model.input_size, age_model.card.crop, config.quality
                 )
-                sharp = quality.passes(quality.measure(faces[due], crops), config.quality)
-                faces = faces.with_quality(_assign(faces.quality_ok, due, sharp))
-                due[due] = sharp
-                crops = crops[sharp]
                 ages, age_seconds = _timed(age_model.predict, crops)
                 faces = tracker.add_estimates(faces, due, ages, frame.timestamp_ms)
                 new_alerts = events.send(policy.update(faces, frame.timestamp_ms))

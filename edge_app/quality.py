@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from edge_app.config import QualityConfig
+from edge_app.crop import CropSettings, crop_faces
 from edge_app.faces import Faces
 
 
@@ -72,3 +73,33 @@ def passes(measures: FaceMeasures, config: QualityConfig) -> np.ndarray:
         if config.min_sharpness:
             ok &= ~(measures.sharpness < config.min_sharpness)
     return ok
+
+
+def gate(
+    rgb: np.ndarray, faces: Faces, due: np.ndarray, size: int, crop: CropSettings, config: QualityConfig
+) -> tuple[Faces, np.ndarray, np.ndarray]:
+    """The frame loop's quality stage: the crops to estimate, of good faces only.
+
+    Size and turn are checked for every face (from its keypoints); sharpness for the faces
+    due for an estimate (from their crop, which is cut anyway).
+
+    Args:
+        rgb: the frame, (H, W, 3) uint8 RGB.
+        faces: tracked faces of this frame.
+        due: (n,) bool, the faces the tracker wants estimated.
+        size: the age model's input side.
+        crop: the model card's crop settings.
+        config: the gate's limits.
+
+    Returns:
+        ``faces`` with ``quality_ok`` set, ``due`` narrowed to good faces, and their crops
+        ((due.sum(), size, size, 3) uint8).
+    """
+    ok = passes(measure(faces), config)
+    due = due & ok
+    crops = crop_faces(rgb, faces.xyxy[due], size, crop, faces.keypoints[due])
+    sharp = passes(measure(faces[due], crops), config)
+    ok[due] = sharp
+    due[due] = sharp
+    return faces.with_quality(ok), due, crops[sharp]
+

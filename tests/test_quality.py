@@ -66,3 +66,26 @@ def test_unknown_measures_pass_and_zero_turns_a_check_off():
 def test_quality_config_rejects_bad_values():
     with pytest.raises(ValueError, match="quality.max_turn = -0.1"):
         QualityConfig(max_turn=-0.1)
+
+
+def test_gate_on_real_faces_crops_only_the_good_due_faces(clip_frames):
+    from edge_app.config import DetectorConfig
+    from edge_app.crop import CropSettings
+    from edge_app.detect import FaceDetector
+    from edge_app.quality import gate
+
+    rgb = cv2.cvtColor(clip_frames[35], cv2.COLOR_BGR2RGB)
+    with FaceDetector(DetectorConfig(), video=False) as detector:
+        faces = detector.detect(rgb)
+    assert len(faces) == 3
+    due = np.array([True, True, False])
+    kept, kept_due, crops = gate(rgb, faces, due, 64, CropSettings(align=True), QualityConfig())
+    assert kept_due.tolist() == [True, True, False] and crops.shape == (2, 64, 64, 3)
+    assert kept.quality_ok.all()
+    strict = QualityConfig(min_sharpness=1e5)  # nothing is that sharp: due faces refused on their crops
+    refused, refused_due, none = gate(rgb, faces, due, 64, CropSettings(align=True), strict)
+    assert not refused_due.any() and none.shape == (0, 64, 64, 3)
+    assert refused.quality_ok.tolist() == [False, False, True]  # the face not due was not cropped nor judged
+    tiny = QualityConfig(min_eye_distance_px=500)  # refused on geometry before any crop
+    small, small_due, _ = gate(rgb, faces, due, 64, CropSettings(align=True), tiny)
+    assert not small_due.any() and not small.quality_ok.any()
