@@ -31,9 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from edge_app.config import DEFAULT_AGE_MODEL  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
-from training.data import load_sources, read_rgb  # noqa: E402
+from training.data import load_sources, read_rgb, select  # noqa: E402
 from training.degrade import degrade  # noqa: E402
-from training.evaluate import select  # noqa: E402
 
 BANDS = [("0-12", 0, 13), ("13-17", 13, 18), ("18-24", 18, 25), ("25+", 25, 200)]
 WIDTH, HEIGHT = 1280, 720

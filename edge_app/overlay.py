@@ -8,10 +8,11 @@ import cv2
 import numpy as np
 
 from edge_app.faces import Faces
+from edge_app.policy import CHECKED, CLEARED, FLAGGED, PENDING
 
 RED, GREEN, GREY, BLUE, WHITE = (0, 0, 230), (0, 170, 0), (160, 160, 160), (200, 110, 0), (255, 255, 255)
 AMBER = (0, 160, 255)  # a face the quality gate refused, not yet judged
-COLOURS = {1: RED, 0: GREEN, -1: GREY, 2: BLUE}  # flagged, cleared, pending, ID checked
+COLOURS = {FLAGGED: RED, CLEARED: GREEN, PENDING: GREY, CHECKED: BLUE}
 
 
 def draw(
@@ -44,7 +45,7 @@ def draw(
     for box, track_id, age, decision, good in zip(faces.xyxy, faces.tracker_id, faces.age_years, decisions,
                                                   faces.quality_ok, strict=True):
         x0, y0, x1, y1 = (int(round(v)) for v in box)
-        unclear = not good and decision == -1
+        unclear = not good and decision == PENDING
         colour = AMBER if unclear else COLOURS[int(decision)]
         cv2.rectangle(out, (x0, y0), (x1, y1), colour, thickness)
         age_text = "look at the camera" if unclear else "age ..." if math.isnan(age) else \
@@ -55,7 +56,7 @@ def draw(
         cv2.rectangle(out, (x0, top), (x0 + tw + 6, top + th + base + 4), colour, cv2.FILLED)
         cv2.putText(out, label, (x0 + 3, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, WHITE,
                     thickness, cv2.LINE_AA)
-    if (decisions == 1).any():
+    if (decisions == FLAGGED).any():
         banner_h = int(60 * scale) + 10
         cv2.rectangle(out, (0, 0), (width, banner_h), RED, cv2.FILLED)
         text = f"CHECK ID - customer may be under {threshold_age:g}  (space: checked)"

@@ -95,10 +95,11 @@ def gate(
         ``faces`` with ``quality_ok`` set, ``due`` narrowed to good faces, and their crops
         ((due.sum(), size, size, 3) uint8).
     """
-    ok = passes(measure(faces), config)
+    geometric = measure(faces)
+    ok = passes(geometric, config)
     due = due & ok
     crops = crop_faces(rgb, faces.xyxy[due], size, crop, faces.keypoints[due])
-    sharp = passes(measure(faces[due], crops), config)
+    sharp = passes(FaceMeasures(geometric.eye_distance_px[due], geometric.turn[due], sharpness(crops)), config)
     ok[due] = sharp
     due[due] = sharp
     return faces.with_quality(ok), due, crops[sharp]

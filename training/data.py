@@ -244,6 +244,24 @@ def split_indices(
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
+def select(images: LabelledImages, split: str, max_images: int, seed: int) -> LabelledImages:
+    """``images`` of ``split`` (``all`` keeps every part), at most ``max_images`` per source.
+
+    The sample (``max_images`` > 0) is drawn per source from a generator seeded by ``seed``
+    and kept in file order.
+    """
+    if split != "all":
+        images = images.subset(np.flatnonzero(images.split == split))
+    if max_images:
+        rng = np.random.default_rng(seed)
+        keep = []
+        for name in images.sources:
+            members = np.flatnonzero(images.source == name)
+            keep.append(np.sort(rng.choice(members, min(max_images, len(members)), replace=False)))
+        images = images.subset(np.concatenate(keep))
+    return images
+
+
 @dataclass
 class Crops:
     """Model inputs made from a `LabelledImages`.

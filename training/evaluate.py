@@ -13,9 +13,9 @@ import numpy as np
 from edge_app.age_model import AgeRegressor
 from edge_app.config import AgeModelConfig
 from edge_app.errors import AgecheckError
-from training.data import GENDERS, RACES, load_crops, load_sources
+from training.data import GENDERS, RACES, load_crops, load_sources, select
 from training.export import RunSettings, canvas_from_card, detector_from_card, load_float_model, predict_keras
-from training.metrics import calibrate_margins, errors, key_figure, policy_shares
+from training.metrics import calibrate_margins, figures, figures_by_source, policy_shares
 
 log = logging.getLogger(__name__)
 
@@ -111,26 +111,6 @@ def plot_tradeoff(true_years, predicted, threshold_age, marked: dict[str, float]
     plt.close(fig)
 
 
-def select(images, split: str, max_images: int, seed: int):
-    """``images`` of ``split`` (``all`` keeps every part), at most ``max_images`` per source."""
-    if split != "all":
-        images = images.subset(np.flatnonzero(images.split == split))
-    if max_images:
-        rng = np.random.default_rng(seed)
-        keep = []
-        for name in images.sources:
-            members = np.flatnonzero(images.source == name)
-            keep.append(np.sort(rng.choice(members, min(max_images, len(members)), replace=False)))
-        images = images.subset(np.concatenate(keep))
-    return images
-
-
-def figures(true_years, predicted, threshold_age, margin_years) -> dict:
-    """Errors, the key figure and the policy's shares of one set of photos."""
-    return {"errors": errors(true_years, predicted), "key": key_figure(true_years, predicted),
-            "policy": policy_shares(true_years, predicted, threshold_age, margin_years)}
-
-
 def evaluate(
     model_path: str | Path,
     data_dirs: list[str | Path],
@@ -208,11 +188,7 @@ def evaluate(
         },
     }
     if len(images.sources) > 1:
-        report["by_source"] = {
-            name: {"scored": int((sources == name).sum()),
-                   **figures(true_years[sources == name], predicted[sources == name], threshold_age, margin)}
-            for name in images.sources if (sources == name).any()
-        }
+        report["by_source"] = figures_by_source(true_years, predicted, sources, threshold_age, margin)
     gender, race = images.gender[crops.index], images.race[crops.index]
     if (gender >= 0).any():
         report["by_gender"] = group_figures(true_years, predicted, gender, GENDERS, threshold_age, margin)

@@ -18,8 +18,8 @@ from edge_app.config import MODELS_DIR, AgeModelConfig, DetectorConfig
 from edge_app.crop import CropSettings
 from edge_app.errors import AgecheckError
 from edge_app.model_card import ModelCard, write_card
-from training.data import LabelledImages, load_crops, load_sources
-from training.metrics import calibrate_margins, errors, key_figure, policy_shares
+from training.data import LabelledImages, load_crops, load_sources, select
+from training.metrics import calibrate_margins, errors, figures, figures_by_source, policy_shares
 from training.train import PHOTO_DETECTOR
 
 log = logging.getLogger(__name__)
@@ -171,15 +171,10 @@ def photo_crops(images: LabelledImages, settings: RunSettings, cache_dir: Path |
                       canvas=settings.canvas, degradation=degradation)
 
 
-def _figures(true_years, predicted, sources, threshold_age, margin_years) -> dict:
-    out = {"errors": errors(true_years, predicted), "key": key_figure(true_years, predicted),
-           "policy": policy_shares(true_years, predicted, threshold_age, margin_years)}
+def _card_figures(true_years, predicted, sources, threshold_age, margin_years) -> dict:
+    out = figures(true_years, predicted, threshold_age, margin_years)
     if len(set(sources.tolist())) > 1:
-        out["by_source"] = {
-            name: {"errors": errors(true_years[sources == name], predicted[sources == name]),
-                   "key": key_figure(true_years[sources == name], predicted[sources == name])}
-            for name in dict.fromkeys(sources.tolist())
-        }
+        out["by_source"] = figures_by_source(true_years, predicted, sources, threshold_age, margin_years)
     return out
 
 
@@ -228,8 +223,8 @@ def export(
         raise AgecheckError(f"no --data given and {model_path.parent} records no training data")
     cache = model_path.parent / "cache"
     images = load_sources(data_dirs, settings.val_fraction, settings.seed, settings.max_images)
-    val_images = images.subset(np.flatnonzero(images.split == "val"))
-    train_images = images.subset(np.flatnonzero(images.split == "train"))
+    val_images = select(images, "val", 0, settings.seed)
+    train_images = select(images, "train", 0, settings.seed)
     if len(val_images) == 0:
         raise AgecheckError(f"no validation images in {', '.join(map(str, data_dirs))}")
     rng = np.random.default_rng(settings.seed)
@@ -309,8 +304,9 @@ def export(
             "float_mae": round(float_errors["mae"], 3),
             "float_rmse": round(float_errors["rmse"], 3),
             "int8_bands": camera_errors["bands"],
-            "clean": _figures(true_clean, int8_clean, val_images.source[clean.index], threshold_age, margin),
-            "camera": _figures(true_camera, int8_camera, val_images.source[camera.index], threshold_age, margin),
+            "clean": _card_figures(true_clean, int8_clean, val_images.source[clean.index], threshold_age, margin),
+            "camera": _card_figures(true_camera, int8_camera, val_images.source[camera.index], threshold_age,
+                                    margin),
             "calibration": {
                 "threshold_age": threshold_age,
                 "measured_under": CARD_DEGRADATION,

@@ -139,26 +139,22 @@ def plot_history(history_csv: Path, out_png: Path, dummy_mae: float) -> None:
     plt.close(fig)
 
 
-class SaveBest:
-    """Keras callback factory: save the *regressor* whenever validation MAE improves."""
+def save_best(regressor, path: Path, best: float = math.inf):
+    """A Keras callback saving ``regressor`` (not the trainer around it) to ``path``.
 
-    @staticmethod
-    def make(regressor, path: Path, best: float = math.inf):
-        """A callback saving ``regressor`` to ``path`` when ``val_mae`` beats ``best``."""
-        import keras
+    It saves whenever ``val_mae`` beats the best so far (``best`` when resuming).
+    """
+    import keras
 
-        class _SaveBest(keras.callbacks.Callback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.best = best
+    state = {"best": best}
 
-            def on_epoch_end(self, epoch, logs=None):
-                value = (logs or {}).get("val_mae")
-                if value is not None and value < self.best:
-                    self.best = float(value)
-                    regressor.save(path)
+    def on_epoch_end(epoch, logs=None):
+        value = (logs or {}).get("val_mae")
+        if value is not None and value < state["best"]:
+            state["best"] = float(value)
+            regressor.save(path)
 
-        return _SaveBest()
+    return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
 
 
 def _probe_seconds_per_step(config: dict, pack: CropPack, context: float, steps: int = 25) -> tuple[float, float]:
@@ -230,7 +226,6 @@ def fit_run(
         (run / "budget.json").write_text(json.dumps(probe | {"time_budget_s": time_budget_s}) + "\n")
     elif resume and (run / "budget.json").is_file():
         epochs = json.loads((run / "budget.json").read_text())["epochs_in_budget"]
-        keras.utils.set_random_seed(config["seed"])
     regressor, trainer = build_training_model(
         config, context, learning_rate(config, steps, epochs), train_mean
     )
@@ -241,7 +236,7 @@ def fit_run(
         if resume and history_csv.is_file() else math.inf
     all_callbacks = [
         *([keras.callbacks.BackupAndRestore(str(run / "backup"))] if backup else []),
-        SaveBest.make(regressor, run / "model.keras", best),
+        save_best(regressor, run / "model.keras", best),
         keras.callbacks.CSVLogger(str(history_csv), append=resume),
         *(callbacks or []),
     ]

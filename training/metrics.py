@@ -119,3 +119,23 @@ def key_figure(true_years: np.ndarray, predicted_years: np.ndarray, adult_share:
     auc = float(((adults.size - below) + 0.5 * (below - strictly)).sum() / (teens.size * adults.size))
     out.update(age_13_17_flagged=float((teens < cut).mean()), cut_years=cut, auc_13_17_vs_25_plus=auc)
     return out
+
+
+def figures(true_years: np.ndarray, predicted_years: np.ndarray, threshold_age: float, margin_years: float) -> dict:
+    """Errors, the key figure and the gate's shares of one set of photos."""
+    return {"errors": errors(true_years, predicted_years), "key": key_figure(true_years, predicted_years),
+            "policy": policy_shares(true_years, predicted_years, threshold_age, margin_years)}
+
+
+def figures_by_source(
+    true_years: np.ndarray, predicted_years: np.ndarray, sources: np.ndarray, threshold_age: float,
+    margin_years: float,
+) -> dict:
+    """`figures` of each source (in order of first appearance), with how many photos it scored."""
+    sources = np.asarray(sources)
+    return {
+        name: {"scored": int((sources == name).sum()),
+               **figures(true_years[sources == name], predicted_years[sources == name], threshold_age, margin_years)}
+        for name in dict.fromkeys(sources.tolist())
+    }
+

@@ -20,7 +20,7 @@ from edge_app.crop import CropSettings
 from edge_app.errors import AgecheckError
 from training.data import load_crops, load_sources
 from training.fit import CONFIG_NAME, REPORT_NAME, fit_run
-from training.pack import PACK_NAME, CropPack, save_pack
+from training.pack import LABEL_FIELDS, PACK_NAME, CropPack, save_pack
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,7 @@ def make_pack(config: TrainConfig, cache_dir: Path) -> CropPack:
                         len(crops.no_face), "unreadable_files": [Path(p).name for p in crops.unreadable[:100]]}
         log.info("%s: %d photos, %d unreadable, %d without a detected face (used whole)",
                  name, len(part), len(crops.unreadable), len(crops.no_face))
-    pack = CropPack(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                      ("images", "age_years", "source", "split", "gender", "race", "file_name")))
+    pack = CropPack(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("images", *LABEL_FIELDS)))
     if len(pack) == 0:
         raise AgecheckError(f"no readable images in {', '.join(config.data_dirs)}")
     pack.meta = {
