@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -30,6 +31,10 @@ class _Track:
     last_seen_ms: int
     ages_years: deque = field(default_factory=deque)
     last_estimate_ms: int | None = None
+    # Median and interquartile range of ``ages_years``, kept up to date by ``add_estimates``
+    # (NaN below ``min_estimates``), so a frame without new estimates costs no statistics.
+    age_years: float = math.nan
+    spread_years: float = math.nan
 
 
 class FaceTracker:
@@ -123,6 +128,9 @@ class FaceTracker:
             track = self._tracks[int(track_id)]
             track.ages_years.append(float(age))
             track.last_estimate_ms = timestamp_ms
+            if len(track.ages_years) >= self.config.min_estimates:
+                q1, track.age_years, q3 = np.percentile(track.ages_years, [25, 50, 75])
+                track.spread_years = q3 - q1
         return self._with_track_ages(faces)
 
     def _with_track_ages(self, faces: Faces) -> Faces:
@@ -134,8 +142,5 @@ class FaceTracker:
             if track is None:
                 continue
             counts[i] = len(track.ages_years)
-            if counts[i] >= self.config.min_estimates:
-                ages[i] = np.median(track.ages_years)
-                q1, q3 = np.percentile(track.ages_years, [25, 75])
-                spreads[i] = q3 - q1
+            ages[i], spreads[i] = track.age_years, track.spread_years
         return faces.with_ages(ages, counts, spreads)
