@@ -5,6 +5,7 @@ import pytest
 
 from edge_app.config import PolicyConfig, TrackerConfig
 from edge_app.faces import Faces
+from edge_app.overlay import RED, draw
 from edge_app.policy import (
     ACKNOWLEDGED,
     ALERT,
@@ -249,3 +250,14 @@ def test_first_decision_needs_k_good_estimates_and_refused_frames_do_not_count()
             decided_at = frame
         assert faces.estimates[0] == sum(good_frames[: frame + 1])
     assert decided_at == 5  # the third good frame, not the third frame
+
+
+def test_draw_annotates_the_frame_in_place_with_a_banner_only_when_flagged():
+    frame = np.zeros((360, 640, 3), np.uint8)
+    faces = make_faces([[100, 100, 200, 220]], age_years=[15.0])
+    annotated = draw(frame, faces, np.array([FLAGGED], np.int8), 18, 6.0)
+    assert annotated is frame  # no copy of the frame: the loop owns it
+    assert tuple(frame[5, 320]) == RED  # the CHECK ID banner
+    calm = np.zeros((360, 640, 3), np.uint8)
+    draw(calm, faces, np.array([CLEARED], np.int8), 18, 6.0)
+    assert not calm[:40].any()  # no banner; the box and label sit lower
