@@ -12,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -27,7 +25,7 @@ CONFIDENCES = (0.3, 0.5, 0.7)
 
 def read(clip: Path) -> list:
     with VideoSource(SourceConfig(source=str(clip))) as source:
-        return [cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB) for frame in source.frames()]
+        return [frame.rgb for frame in source.frames()]
 
 
 def main() -> None:

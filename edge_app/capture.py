@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +19,8 @@ from edge_app.logs import native_stderr_held
 
 log = logging.getLogger(__name__)
 WAIT_SLICE_S = 0.25  # longest sleep between two on_wait calls while a camera is reopened
+READ_AHEAD_FRAMES = 4  # frames a file source decodes ahead of the loop
+_END = object()
 
 
 @dataclass(frozen=True)
@@ -24,13 +28,16 @@ class Frame:
     """One video frame.
 
     Attributes:
-        image: (H, W, 3) uint8 BGR, as OpenCV decodes it.
+        image: (H, W, 3) uint8 BGR, as OpenCV decodes it (drawn on, shown and written).
+        rgb: the same pixels in RGB (detected and cropped); a file's reader thread converts
+            it off the loop's thread.
         index: frames delivered so far, from 0 (keeps counting across loops and reopens).
         timestamp_ms: video time for files (position in the file, continuing across loops),
             monotonic wall time since start for live sources; strictly increasing.
     """
 
     image: np.ndarray
+    rgb: np.ndarray
     index: int
     timestamp_ms: int
 
@@ -40,12 +47,58 @@ def is_live(source: str) -> bool:
     return source.isdigit() or source.startswith("/dev/") or "://" in source
 
 
+class _ReadAhead:
+    """Runs a frame iterator on a thread, up to ``depth`` frames ahead of its consumer.
+
+    Decoding a 720p frame takes a few milliseconds in which OpenCV releases the GIL, so the
+    second core decodes the next frames while the loop detects on this one. Every frame is
+    delivered, in order; an error in the reader is raised in the consumer.
+    """
+
+    def __init__(self, frames: Iterator[Frame], depth: int) -> None:
+        self._frames = frames
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="video-reader", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for frame in self._frames:
+                if not self._put(frame):
+                    return
+            self._put(_END)
+        except BaseException as error:  # noqa: BLE001  # raised again on the consumer's thread
+            self._put(error)
+
+    def _put(self, item: object) -> bool:
+        while not self._stopping.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def __iter__(self) -> Iterator[Frame]:
+        while (item := self._queue.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def stop(self) -> None:
+        """Stop reading and wait for the reader thread to end."""
+        self._stopping.set()
+        self._thread.join()
+
+
 class VideoSource:
     """OpenCV capture as a context manager; ``frames()`` yields `Frame`s.
 
     Live sources that stop giving frames are reopened with capped exponential backoff;
     after ``give_up_after_s`` without a frame the iterator raises `AgecheckError`. Files end
-    at their last readable frame (a truncated file ends early, cleanly), or loop.
+    at their last readable frame (a truncated file ends early, cleanly), or loop; they are
+    decoded on a reader thread, `READ_AHEAD_FRAMES` ahead of the loop.
 
     Args:
         config: source, loop and reconnect settings.
@@ -91,6 +144,7 @@ class VideoSource:
             int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
         )
         self.reconnects = 0
+        self._read_ahead: _ReadAhead | None = None
 
     def _open(self) -> cv2.VideoCapture | None:
         source = self.config.source
@@ -103,6 +157,13 @@ class VideoSource:
 
     def frames(self) -> Iterator[Frame]:
         """Yield frames until the file ends (unless looping) or the live source gives up."""
+        if self.live:
+            yield from self._read_frames()
+            return
+        self._read_ahead = _ReadAhead(self._read_frames(), READ_AHEAD_FRAMES)
+        yield from self._read_ahead
+
+    def _read_frames(self) -> Iterator[Frame]:
         index, offset_ms, last_ms = 0, 0.0, -1
         started = self._clock()
         ok, image = self._first
@@ -127,7 +188,8 @@ class VideoSource:
                 position = self._capture.get(cv2.CAP_PROP_POS_MSEC)
                 timestamp_ms = int(offset_ms + position)
             timestamp_ms = max(timestamp_ms, last_ms + 1)  # detectors need strictly increasing time
-            yield Frame(image=image, index=index, timestamp_ms=timestamp_ms)
+            rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            yield Frame(image=image, rgb=rgb, index=index, timestamp_ms=timestamp_ms)
             index, last_ms = index + 1, timestamp_ms
             ok, image = self._capture.read()
 
@@ -167,7 +229,10 @@ class VideoSource:
             seconds -= step
 
     def close(self) -> None:
-        """Release the capture."""
+        """Stop the reader thread, if any, and release the capture."""
+        if self._read_ahead is not None:
+            self._read_ahead.stop()
+            self._read_ahead = None
         if self._capture is not None:
             self._capture.release()
             self._capture = None

@@ -292,12 +292,11 @@ def run(
         try:
             for frame in source.frames():
                 frame_started = time.monotonic()
-                rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
-                faces = detector.detect(rgb, timestamp_ms=frame.timestamp_ms)
+                faces = detector.detect(frame.rgb, timestamp_ms=frame.timestamp_ms)
                 faces = tracker.update(faces, frame.timestamp_ms)
                 due = tracker.due_for_estimate(faces, frame.timestamp_ms)
                 faces, due, crops = quality.gate(
-                    rgb, faces, due, age_model.input_size, age_model.card.crop, config.quality
+                    frame.rgb, faces, due, age_model.input_size, age_model.card.crop, config.quality
                 )
                 ages, age_seconds = _timed(age_model.predict, crops)
                 faces = tracker.add_estimates(faces, due, ages, frame.timestamp_ms)

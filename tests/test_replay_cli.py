@@ -5,12 +5,74 @@ import subprocess
 import sys
 import time
 
+import threading
+
 import cv2
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from edge_app.capture import VideoSource
 from edge_app.cli import main
-from edge_app.config import DEFAULT_SAMPLE_CLIP
+from edge_app.config import DEFAULT_SAMPLE_CLIP, SourceConfig
+
+
+def reader_threads():
+    return [t for t in threading.enumerate() if t.name == "video-reader"]
+
+
+def test_a_file_is_read_ahead_every_frame_in_order_and_the_reader_stops_on_close():
+    capture = cv2.VideoCapture(str(DEFAULT_SAMPLE_CLIP))
+    direct = []
+    while (read := capture.read())[0]:
+        direct.append(read[1])
+    capture.release()
+    with VideoSource(SourceConfig(source=str(DEFAULT_SAMPLE_CLIP))) as source:
+        frames = list(source.frames())
+    assert len(frames) == len(direct) == 41
+    assert all(np.array_equal(f.image, d) for f, d in zip(frames, direct, strict=True))
+    assert all(np.array_equal(f.rgb, f.image[..., ::-1]) for f in frames)
+    assert [f.index for f in frames] == list(range(41))
+    assert all(b.timestamp_ms > a.timestamp_ms for a, b in zip(frames, frames[1:], strict=False))
+    # A looping file never ends: leaving the loop early must still stop its reader thread.
+    with VideoSource(SourceConfig(source=str(DEFAULT_SAMPLE_CLIP), loop=True)) as source:
+        for frame in source.frames():
+            if frame.index == 60:
+                break
+        assert len(reader_threads()) == 1
+    assert reader_threads() == []
+
+
+class BreakingDecoder:
+    """A file capture whose decoder fails on its third frame."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def isOpened(self):  # noqa: N802  (cv2's name)
+        return True
+
+    def read(self):
+        self.reads += 1
+        if self.reads == 3:
+            raise cv2.error("decoder broke")
+        return True, np.zeros((4, 4, 3), np.uint8)
+
+    def get(self, prop):
+        return 0.0
+
+    def release(self):
+        pass
+
+
+def test_a_decoder_error_on_the_reader_thread_reaches_the_loop():
+    config = SourceConfig(source=str(DEFAULT_SAMPLE_CLIP))
+    with VideoSource(config, open_capture=lambda _: BreakingDecoder()) as source:
+        frames = []
+        with pytest.raises(cv2.error, match="decoder broke"):
+            for frame in source.frames():
+                frames.append(frame)
+    assert len(frames) == 2 and reader_threads() == []
 
 
 def replay(args, brightness_tflite):
