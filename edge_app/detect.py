@@ -45,6 +45,10 @@ mp, BaseOptions, vision = _import_mediapipe()
 class FaceDetector:
     """BlazeFace in VIDEO mode (one frame at a time, increasing timestamps) or IMAGE mode.
 
+    In VIDEO mode it runs at most once per ``config.min_interval_ms`` of video time: a frame
+    sooner than that after the last detection gets that detection's faces again, and
+    ``detections`` counts the frames BlazeFace actually ran on.
+
     Use as a context manager so the MediaPipe graph is closed::
 
         with FaceDetector(DetectorConfig()) as detector:
@@ -68,7 +72,10 @@ class FaceDetector:
         except (RuntimeError, ValueError) as error:
             raise AgecheckError(f"face detector model {path} could not be loaded: {error}") from None
         self._video = video
+        self._min_interval_ms = config.min_interval_ms
         self._last_timestamp_ms: int | None = None
+        self._last_detection: tuple[int, Faces] | None = None  # (timestamp_ms, faces)
+        self.detections = 0
         self._warm = False  # the first detection prints native start-up lines too
 
     def detect(self, rgb: np.ndarray, timestamp_ms: int | None = None) -> Faces:
@@ -79,12 +86,12 @@ class FaceDetector:
             timestamp_ms: frame time; required in VIDEO mode and must increase strictly.
 
         Returns:
-            Faces with ``xyxy`` in pixels of ``rgb`` and ``confidence``.
+            Faces with ``xyxy`` in pixels of ``rgb`` and ``confidence`` (in VIDEO mode within
+            ``min_interval_ms`` of the last detection: that detection's faces).
 
         Raises:
             ValueError: if ``timestamp_ms`` is missing in VIDEO mode or does not increase.
         """
-        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         if self._video:
             if timestamp_ms is None:
                 raise ValueError("timestamp_ms is required in VIDEO mode")
@@ -93,13 +100,20 @@ class FaceDetector:
                     f"timestamp_ms must increase: got {timestamp_ms} after {self._last_timestamp_ms}"
                 )
             self._last_timestamp_ms = int(timestamp_ms)
+            if self._last_detection is not None and timestamp_ms - self._last_detection[0] < self._min_interval_ms:
+                return self._last_detection[1]
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         with native_stderr_held() if not self._warm else contextlib.nullcontext():
             if self._video:
                 result = self._detector.detect_for_video(image, int(timestamp_ms))
             else:
                 result = self._detector.detect(image)
         self._warm = True
-        return faces_from_result(result, rgb.shape[1], rgb.shape[0])
+        self.detections += 1
+        faces = faces_from_result(result, rgb.shape[1], rgb.shape[0])
+        if self._video:
+            self._last_detection = (int(timestamp_ms), faces)
+        return faces
 
     def close(self) -> None:
         """Release the MediaPipe graph."""

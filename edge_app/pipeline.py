@@ -76,6 +76,7 @@ class Summary:
     source: str
     frames: int = 0
     faces: int = 0
+    detections: int = 0  # frames BlazeFace ran on ([detector] min_interval_ms skips the others)
     tracks: int = 0
     alerts: int = 0
     age_estimates: int = 0
@@ -304,6 +305,7 @@ def run(
 
                 last_ms = frame.timestamp_ms
                 summary.frames += 1
+                summary.detections = detector.detections
                 summary.faces += len(faces)
                 summary.age_estimates += len(crops)
                 summary.faces_refused += int(np.count_nonzero(~faces.quality_ok))

@@ -50,6 +50,24 @@ def test_detector_rejects_timestamps_that_do_not_increase(clip_frames, timestamp
             detector.detect(rgb(clip_frames[1]), timestamp_ms=timestamps[1])
 
 
+def test_detector_reuses_its_last_faces_within_min_interval(clip_frames):
+    blank = np.full_like(rgb(clip_frames[-1]), 128)
+    with FaceDetector(DetectorConfig(min_interval_ms=25)) as detector:
+        found = detector.detect(rgb(clip_frames[-1]), timestamp_ms=1000)
+        carried = detector.detect(blank, timestamp_ms=1017)  # 17 ms later: BlazeFace does not run
+        fresh = detector.detect(blank, timestamp_ms=1034)  # 34 ms after the last detection: it does
+    assert len(found) == 3 and carried is found
+    assert len(fresh) == 0 and detector.detections == 2
+
+
+def test_detector_with_no_interval_detects_every_frame(clip_frames):
+    blank = np.full_like(rgb(clip_frames[-1]), 128)
+    with FaceDetector(DetectorConfig(min_interval_ms=0)) as detector:
+        assert len(detector.detect(rgb(clip_frames[-1]), timestamp_ms=1000)) == 3
+        assert len(detector.detect(blank, timestamp_ms=1001)) == 0
+    assert detector.detections == 2
+
+
 def test_detector_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(AgecheckError, match="does not exist"):
         FaceDetector(DetectorConfig(model_path=str(tmp_path / "nope.tflite")))
