@@ -1,7 +1,8 @@
 """Per-customer figures: validation photos as customers at a till, replayed through the real app.
 
     python bench/per_customer.py --data ../shared/datasets/utkface --data ../shared/datasets/appa-real \\
-        --data ../shared/datasets/aaf [--per-source 100] [--degrade camera] [--out docs/per_customer]
+        --data ../shared/datasets/aaf [--per-source 100] [--degrade camera] [--detect-interval-ms MS] \\
+        [--out docs/per_customer]
 
 The model's figures elsewhere are per photo; the till decides per customer, from many
 frames. No labelled till video exists here, so this builds one: each sampled validation
@@ -70,6 +71,8 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=str(DEFAULT_AGE_MODEL))
+    parser.add_argument("--detect-interval-ms", type=float, default=None,
+                        help="[detector] min_interval_ms for the replay (default: the app's)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     card = ModelCard.load(args.model).data
@@ -100,10 +103,15 @@ def main() -> None:
             customers.append({"age": float(images.age_years[i]), "source": str(images.source[i]),
                               "start_s": start / args.fps, "end_s": (start + in_view) / args.fps})
         writer.release()
+        config = []
+        if args.detect_interval_ms is not None:
+            config = ["--config", str(Path(tmp) / "config.toml")]
+            Path(config[1]).write_text(f"[detector]\nmin_interval_ms = {args.detect_interval_ms}\n")
         subprocess.run([sys.executable, "-m", "edge_app", "replay", str(clip), "--model", args.model,
-                        "--events", str(events_path), "--summary", str(Path(tmp) / "s.json")],
+                        "--events", str(events_path), "--summary", str(Path(tmp) / "s.json"), *config],
                        check=True, capture_output=True, text=True)
         events = [json.loads(line) for line in events_path.read_text().splitlines()]
+        replayed = json.loads((Path(tmp) / "s.json").read_text())
     # Each track belongs to the customer in view when it started.
     starts = {e["track_id"]: e["video_time_s"] for e in events if e["type"] == "track_start"}
     owner = {}
@@ -139,7 +147,7 @@ def main() -> None:
     lines = [
         f"{len(customers)} customers ({args.per_source} validation photos per source, `--degrade {args.degrade}`, "
         f"seed {args.seed}), {args.seconds:g} s each at {args.fps:g} fps, model `{Path(args.model).name}` "
-        f"(margin {card['mae']:.2f}):",
+        f"(margin {card['mae']:.2f}), face detection on {replayed['detections']} of {replayed['frames']} frames:",
         "",
         "| true age | customers | never detected | flagged | by age | face_unclear | uncertain |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -1,6 +1,7 @@
 """Per-stage and end-to-end speed of the edge app, and its peak memory.
 
-    python bench/stages.py [--model models/age_resnet50_int8.tflite] [--seconds 10]
+    python bench/stages.py [--model models/age_resnet50_int8.tflite] [--seconds 10] \\
+        [--config A.toml --config B.toml --repeats 5]
 
 The 720p 60 fps one-face clip is made from the bundled sample (the left customer, cropped and
 scaled up, played forwards and backwards), so anyone can rerun this without other data.
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -77,7 +79,7 @@ def stage_timings(clip: Path, model: Path, detector_config: DetectorConfig) -> d
     rgb = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames]
     to_rgb_ms = ms_per_call(lambda: cv2.cvtColor(frames[0], cv2.COLOR_BGR2RGB), 50)
     out = {"decode_720p_ms": decode_ms, "bgr_to_rgb_ms": to_rgb_ms}
-    with FaceDetector(detector_config) as detector:
+    with FaceDetector(replace(detector_config, min_interval_ms=0)) as detector:  # BlazeFace on every frame
         started = time.perf_counter()
         faces_per_frame = [detector.detect(image, timestamp_ms=i * 17 + 1) for i, image in enumerate(rgb)]
         out["detect_ms"] = (time.perf_counter() - started) / len(rgb) * 1000
@@ -102,7 +104,7 @@ def stage_timings(clip: Path, model: Path, detector_config: DetectorConfig) -> d
     out["track_ms"] = ms_per_call(lambda: tracker.update(faces, next(clock)), 200)
     decisions = np.ones(len(faces), np.int8)
     aged = faces.with_ages(np.full(len(faces), 16.0))
-    out["draw_ms"] = ms_per_call(lambda: draw(frames[0], aged, decisions, 18, 6.0, 30.0), 50)
+    out["draw_ms"] = ms_per_call(lambda: draw(frames[0], aged, decisions, 18, 6.0, 30.0), 50)  # in place
     with tempfile.TemporaryDirectory() as tmp:
         writer = cv2.VideoWriter(str(Path(tmp) / "x.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 60, (1280, 720))
         out["encode_720p_ms"] = ms_per_call(lambda: writer.write(frames[0]), 60)
@@ -123,6 +125,7 @@ def end_to_end(clip: Path, model: Path, threshold_age: float, config: Path | Non
         result = json.loads(summary.read_text())
     return {
         "frames": result["frames"],
+        "detections": result["detections"],
         "video_fps": result["video_fps"],
         "processing_fps": result["processing_fps"],
         "realtime_factor": result["processing_fps"] / result["video_fps"],
@@ -138,15 +141,22 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_AGE_MODEL)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--config", type=Path, help="an agecheck config for the end-to-end replay "
-                        "(its [detector] max_input_side_px is timed in the stage table too)")
+    parser.add_argument("--config", type=Path, action="append",
+                        help="an agecheck config for the end-to-end replay; repeat it to compare configs, "
+                        "run in turn (the first one's [detector] settings are timed in the stage table too)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="end-to-end runs per config, interleaved (the host's run-to-run spread is large)")
     args = parser.parse_args()
+    configs = args.config or [None]
     with tempfile.TemporaryDirectory() as tmp:
         clip = make_720p_clip(Path(tmp) / "one_face_720p60.mp4", args.seconds)
-        detector = load_config(args.config).detector if args.config else DetectorConfig()
+        detector = load_config(configs[0]).detector if configs[0] else DetectorConfig()
         stages = stage_timings(clip, args.model, detector)
         # threshold 120: every customer is flagged, so the first-alert latency is measured.
-        e2e = end_to_end(clip, args.model, threshold_age=120, config=args.config)
+        runs = {str(c): [] for c in configs}
+        for _ in range(args.repeats):
+            for config in configs:
+                runs[str(config)].append(end_to_end(clip, args.model, threshold_age=120, config=config))
     cpu = platform.processor() or platform.machine()
     machine = f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"machine: {machine}; model: {args.model.name} ({stages['age_model_input_px']} px)\n")
@@ -158,12 +168,20 @@ def main() -> None:
     print("\n| age batch | ms per invoke | faces/s |\n| ---: | ---: | ---: |")
     for batch in (1, 2, 4, 8):
         print(f"| {batch} | {stages[f'age_batch{batch}_ms']:.2f} | {stages[f'age_batch{batch}_faces_per_s']:.0f} |")
-    print(f"\nend to end, 720p {e2e['video_fps']:.0f} fps one-face clip, {e2e['frames']} frames, writing the "
-          f"annotated video: {e2e['processing_fps']:.1f} fps = {e2e['realtime_factor']:.2f}x real time; "
-          f"peak RSS {e2e['peak_rss_mb']:.0f} MB; first alert {e2e['first_alert_after_track_start_s']} s "
-          "after the track started")
+    first = runs[str(configs[0])][0]
+    print(f"\nEnd to end, 720p {first['video_fps']:.0f} fps one-face clip, {first['frames']} frames, writing the "
+          f"annotated video, {args.repeats} run(s) per config in turn:\n")
+    print("| config | BlazeFace ran on | fps, median (range) | real time | peak RSS MB | first alert s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for config, results in runs.items():
+        fps = [r["processing_fps"] for r in results]
+        print(f"| {Path(config).name if config != 'None' else 'defaults'} | "
+              f"{results[0]['detections']}/{results[0]['frames']} frames | "
+              f"{np.median(fps):.1f} ({min(fps):.1f}-{max(fps):.1f}) | "
+              f"{np.median(fps) / results[0]['video_fps']:.2f}x | {max(r['peak_rss_mb'] for r in results):.0f} | "
+              f"{results[0]['first_alert_after_track_start_s']} |")
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "stages": stages, "end_to_end": e2e}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"machine": machine, "stages": stages, "end_to_end": runs}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
