@@ -310,6 +310,7 @@ def test_resume_continues_an_interrupted_run(tmp_path, datasets):
     with open(tmp_path / "run" / "history.csv") as file:
         epochs = [int(row["epoch"]) for row in csv.DictReader(file)]
     assert epochs == [0, 1, 2] and report["epochs_run"] == 3  # epoch 0 was not trained twice
+    assert report["epochs_this_session"] == 2  # the speed counts the epochs trained now, not 1 or 3
     assert not (tmp_path / "run" / "backup").exists()
 
 

@@ -232,8 +232,8 @@ def fit_run(
     log.info("%d train / %d validation crops, %s, %s backend, %d epochs; predicting the mean: MAE %.2f",
              len(train), len(val), precision, keras.backend.backend(), epochs, dummy_mae)
     history_csv = run / "history.csv"
-    best = min((float(r["val_mae"]) for r in csv.DictReader(history_csv.open())), default=math.inf) \
-        if resume and history_csv.is_file() else math.inf
+    earlier = list(csv.DictReader(history_csv.read_text().splitlines())) if resume and history_csv.is_file() else []
+    best = min((float(r["val_mae"]) for r in earlier), default=math.inf)
     all_callbacks = [
         *([keras.callbacks.BackupAndRestore(str(run / "backup"))] if backup else []),
         save_best(regressor, run / "model.keras", best),
@@ -285,7 +285,8 @@ def fit_run(
         "epochs_run": len(history),
         "epochs_planned": epochs,
         "fit_seconds_this_session": round(seconds, 1),
-        "train_images_per_second": round(len(train) * (len(history) if not resume else 1) / seconds, 1),
+        "epochs_this_session": len(history) - len(earlier),
+        "train_images_per_second": round(len(train) * (len(history) - len(earlier)) / seconds, 1),
         "per_source": per_source,
         "pack": pack.meta,
         **({"probe": probe} if probe else {}),
