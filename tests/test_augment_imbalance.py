@@ -41,6 +41,23 @@ def test_key_figure_counts_teens_below_the_adults_ten_percent_cut():
     assert key_figure(np.array([30.0]), np.array([30.0]))["age_13_17_flagged"] is None
 
 
+def test_key_figure_interval_holds_the_figure_and_narrows_with_more_faces():
+    rng = np.random.default_rng(3)
+
+    def sample(teens, adults):
+        true = np.r_[rng.integers(13, 18, teens), rng.integers(25, 70, adults)].astype(np.float64)
+        return true, true + rng.normal(0, 7, true.size)
+
+    small = key_figure(*sample(40, 400))
+    large = key_figure(*sample(640, 6400))
+    for k in (small, large):
+        low, high = k["age_13_17_flagged_ci95"]
+        assert low <= k["age_13_17_flagged"] <= high
+    assert np.diff(large["age_13_17_flagged_ci95"]) < np.diff(small["age_13_17_flagged_ci95"]) / 2.5
+    true, predicted = sample(40, 400)
+    assert key_figure(true, predicted) == key_figure(true, predicted)  # seeded: reports reproduce
+
+
 def test_pack_round_trip_keeps_labels_and_pixels(tmp_path):
     import cv2
 

@@ -138,10 +138,13 @@ def test_evaluate_reports_the_key_figure_beside_mae(utk_run, datasets, tmp_path)
         rows = list(csv.DictReader(file))
     true = np.array([float(r["real_age"]) for r in rows])
     predicted = np.array([float(r["predicted_age"]) for r in rows])
-    assert report["key"] == pytest.approx(key_figure(true, predicted), abs=0.01)  # the CSV rounds to 0.01
+    expected = key_figure(true, predicted)
+    ci, expected_ci = report["key"].pop("age_13_17_flagged_ci95"), expected.pop("age_13_17_flagged_ci95")
+    assert report["key"] == pytest.approx(expected, abs=0.01)  # the CSV rounds to 0.01
+    assert ci == pytest.approx(expected_ci, abs=0.05)
     assert report["key"]["age_13_17_count"] == int(((true >= 13) & (true < 18)).sum()) > 0
     assert "13-17 flagged when 10% of 25+ are:" in result.output and "AUC 13-17 vs 25+" in result.output
-    assert "**Key figure**" in markdown.read_text()
+    assert "**Key figure**" in markdown.read_text() and "(95% CI " in markdown.read_text()
 
 
 @pytest.mark.parametrize(("args", "match"), [

@@ -214,7 +214,7 @@ def summary_lines(report: dict) -> list[str]:
         f"{report['no_face']} without a face: {report['no_face_handling']}); "
         f"degradation: {report.get('degradation', 'none')}",
         f"MAE {e['mae']:.2f} years, RMSE {e['rmse']:.2f}, bias {e['bias']:+.2f}; "
-        f"13-17 flagged when 10% of 25+ are: {pct(k['age_13_17_flagged'])} "
+        f"13-17 flagged when 10% of 25+ are: {_pct_ci(k)} "
         f"(AUC 13-17 vs 25+ {_num(k['auc_13_17_vs_25_plus'], '.3f')})",
         "MAE by age band: " + ", ".join(
             f"{band} {v['mae']:.1f} (n={v['count']})" for band, v in e["bands"].items() if v["count"]
@@ -228,7 +228,7 @@ def summary_lines(report: dict) -> list[str]:
                      f"25+ flagged {pct(c['age_25_plus_flagged'])}")
     for name, f in report.get("by_source", {}).items():
         lines.append(f"{name}: {f['scored']} photos, MAE {f['errors']['mae']:.2f}, bias {f['errors']['bias']:+.2f}, "
-                     f"13-17 flagged at 10% of 25+ {pct(f['key']['age_13_17_flagged'])}")
+                     f"13-17 flagged at 10% of 25+ {_pct_ci(f['key'])}")
     return lines
 
 
@@ -240,8 +240,16 @@ def _pct(x) -> str:
     return "–" if x is None else f"{x:.1%}"
 
 
+def _pct_ci(k: dict) -> str:
+    """The key figure with its bootstrap 95% interval: ``54.7% (95% CI 44.2–65.1%)``."""
+    ci = k.get("age_13_17_flagged_ci95")
+    if ci is None:
+        return _pct(k["age_13_17_flagged"])
+    return f"{_pct(k['age_13_17_flagged'])} (95% CI {ci[0]:.1%}–{ci[1]:.1%})"
+
+
 def _key_sentence(k: dict) -> str:
-    return (f"**Key figure**: {_pct(k['age_13_17_flagged'])} of {k['age_13_17_count']} 13–17-year-olds are flagged "
+    return (f"**Key figure**: {_pct_ci(k)} of {k['age_13_17_count']} 13–17-year-olds are flagged "
             f"when the cut ({_num(k['cut_years'], '.1f')} years) flags 10% of {k['age_25_plus_count']} adults 25+; "
             f"AUC 13–17 vs 25+ {_num(k['auc_13_17_vs_25_plus'], '.3f')}.")
 
@@ -292,7 +300,7 @@ def markdown_report(report: dict) -> str:
             e_s, teen, k = f["errors"], f["errors"]["bands"]["13-17"], f["key"]
             lines.append(f"| {name} | {e_s['count']} | {e_s['mae']:.2f} | {e_s['bias']:+.2f} "
                          f"| {_num(teen['mae'], '.2f')} "
-                         f"| {_num(teen['bias'], '+.2f')} | {_pct(k['age_13_17_flagged'])} "
+                         f"| {_num(teen['bias'], '+.2f')} | {_pct_ci(k)} "
                          f"| {_num(k['auc_13_17_vs_25_plus'], '.3f')} |")
     for key, title in (("by_gender", "gender"), ("by_race", "race group")):
         if key not in report:
