@@ -160,6 +160,8 @@ class VideoSource:
         if self.live:
             yield from self._read_frames()
             return
+        if self._read_ahead is not None:  # one reader per capture: two would race for its frames
+            self._read_ahead.stop()
         self._read_ahead = _ReadAhead(self._read_frames(), READ_AHEAD_FRAMES)
         yield from self._read_ahead
 
