@@ -3,9 +3,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
-
 import threading
+import time
 
 import cv2
 import numpy as np

@@ -133,7 +133,8 @@ def key_figure(true_years: np.ndarray, predicted_years: np.ndarray, adult_share:
     teens = predicted[(true_years >= 13) & (true_years < 18)]
     adults = predicted[true_years >= 25]
     out = {"age_13_17_flagged": None, "age_13_17_flagged_ci95": None, "cut_years": None,
-           "auc_13_17_vs_25_plus": None, "age_13_17_count": int(teens.size), "age_25_plus_count": int(adults.size), "adult_share": adult_share}
+           "auc_13_17_vs_25_plus": None, "age_13_17_count": int(teens.size),
+           "age_25_plus_count": int(adults.size), "adult_share": adult_share}
     if teens.size == 0 or adults.size == 0:
         return out
     cut = float(np.quantile(adults, adult_share, method="inverted_cdf"))
