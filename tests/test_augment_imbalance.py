@@ -117,6 +117,35 @@ def test_camera_augment_corrupts_while_training_within_range(faces80):
     np.testing.assert_array_equal(off, centre)
 
 
+def test_synthetic_glasses_sit_on_the_eyes_and_nowhere_else(faces80):
+    from training.augment import EYES_IN_FRAMING, SyntheticGlasses
+
+    batch = np.repeat(faces80, 4, axis=0)
+    np.testing.assert_array_equal(np.asarray(SyntheticGlasses(1.0, seed=0)(batch, training=False)), batch)
+    np.testing.assert_array_equal(np.asarray(SyntheticGlasses(0.0, seed=0)(batch, training=True)), batch)
+    out = np.asarray(SyntheticGlasses(1.0, context=1.25, seed=0)(batch, training=True))
+    assert out.shape == batch.shape and out.dtype == np.float32 and out.min() >= 0 and out.max() <= 255
+    changed = np.abs(out - batch).max(axis=-1) > 1  # (12, 80, 80)
+    eye_row = int(round((0.5 + EYES_IN_FRAMING[0][1] / 1.25) * 80))  # ~ row 31 of 80
+    rows = changed.any(axis=2).mean(axis=0)  # share of samples changed in each row
+    assert rows[eye_row - 6 : eye_row + 6].max() == 1.0  # every sample has glasses at eye height
+    assert rows[55:].max() == 0.0 and rows[:12].max() == 0.0  # nothing on the mouth, chin or hair top
+    again = np.asarray(SyntheticGlasses(1.0, context=1.25, seed=0)(batch, training=True))
+    np.testing.assert_array_equal(out, again)  # seeded
+
+
+def test_glasses_share_puts_the_glasses_layer_before_camera_augment():
+    from training.fit import build_training_model
+
+    config = {"image_size": 32, "weights": "none", "augment": True, "augment_strength": 1.0, "seed": 0,
+              "glasses_share": 0.2}
+    _, trainer = build_training_model(config, 1.25, 1e-3, 30.0)
+    names = [layer.name for layer in trainer.layers]
+    assert names.index("glasses") < names.index("camera_augment")
+    _, plain = build_training_model(config | {"glasses_share": 0.0}, 1.25, 1e-3, 30.0)
+    assert "glasses" not in [layer.name for layer in plain.layers]
+
+
 def test_camera_augment_jpeg_blocks_are_a_real_dct_quantiser():
     from training.augment import dct_matrix, jpeg_tables
 
@@ -131,7 +160,9 @@ def test_camera_augment_jpeg_blocks_are_a_real_dct_quantiser():
                                                ({"output_size": 64, "context": 3.0}, "context"),
                                                ({"output_size": 64, "strength": -1.0}, "strength")])
 def test_camera_augment_rejects_bad_settings(kwargs, match):
-    from training.augment import CameraAugment
+    from training.augment import CameraAugment, SyntheticGlasses
 
     with pytest.raises(ValueError, match=match):
         CameraAugment(**kwargs)
+    with pytest.raises(ValueError, match="glasses share"):
+        SyntheticGlasses(1.5)

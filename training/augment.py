@@ -11,6 +11,9 @@ the corruptions of a till camera and of old photos, each sample drawing its own:
 - texture, both ways: blur and sharpening, local-contrast boost and flattening, motion
   blur, downscaling, sensor noise, film grain, JPEG blocks (an 8x8 DCT quantiser).
 
+`SyntheticGlasses`, before it and off unless ``--glasses-share`` asks, draws spectacles on
+the eyes: the shipped model reads glasses as age (`bench/glasses.py`).
+
 Written in ``keras.ops`` so that the same layer runs in ``tf.data`` on a CPU and inside the
 jitted train step of the JAX or PyTorch backend on a GPU machine without TensorFlow. At
 inference (``training=False``) it only cuts the crop's centre, so a model evaluated with it
@@ -36,6 +39,10 @@ _JPEG_CHROMA = np.full((8, 8), 99, np.float32)
 _JPEG_CHROMA[:4, :4] = np.array([17, 18, 24, 47, 18, 21, 26, 66, 24, 26, 56, 99, 47, 66, 99, 99]).reshape(4, 4)
 GREY_WEIGHTS = (0.299, 0.587, 0.114)
 CLEAN_SHARE = 0.2  # samples left without photometric corruption
+# Where the eyes sit in the card's framing (margin 0.1 around the BlazeFace box, eyes levelled),
+# as offsets from the framing's centre in framing sides: the mean over 299 training photos,
+# spread 0.02 (`python bench/glasses.py --measure-eyes`). Right eye (image left) first.
+EYES_IN_FRAMING = ((-0.153, -0.134), (0.178, -0.134))
 
 
 def dct_matrix(n: int = 8) -> np.ndarray:
@@ -260,3 +267,77 @@ class CameraAugment(layers.Layer):
         # A share of samples stays clean (framing only): clean photos must not get worse.
         corrupted = 1.0 - self._chance(ops.shape(x)[0], CLEAN_SHARE)
         return ops.clip(framed + corrupted * (x - framed), 0.0, 255.0)
+
+
+class SyntheticGlasses(layers.Layer):
+    """Random spectacles drawn over the eyes of stored, eye-levelled face crops.
+
+    Glasses are the commonest thing a till camera sees that training photos of minors
+    rarely show, and the shipped model reads them as age (`bench/glasses.py`). Each chosen
+    sample gets two elliptical rims of a random size, thickness and colour (dark, or light
+    metal), a bridge and temple arms, and sometimes tinted lenses. They are drawn on the
+    stored crop, before `CameraAugment` moves it, so roll, zoom and shift move them too.
+
+    Args:
+        share: chance that a sample gets glasses while training (0 draws none).
+        context: how much wider than the card's framing the stored crops are (as
+            `CameraAugment`'s ``context``): places the eyes.
+        seed: seeds the layer's random stream.
+
+    Input and output: (B, S, S, 3) RGB values 0-255, float32; unchanged at inference.
+    """
+
+    def __init__(self, share: float, context: float = 1.25, seed=None, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"glasses share must be in [0, 1], got {share}")
+        if not 1.0 <= context <= 2.0:
+            raise ValueError(f"context must be in [1, 2], got {context}")
+        self.share, self.context, self.seed = float(share), float(context), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def get_config(self) -> dict:  # noqa: D102
+        return super().get_config() | {"share": self.share, "context": self.context, "seed": self.seed}
+
+    def compute_output_shape(self, input_shape):  # noqa: D102
+        return input_shape
+
+    def _uniform(self, batch, lo, hi, channels=1):
+        return keras.random.uniform((batch, 1, 1, channels), lo, hi, seed=self.seed_generator)
+
+    def call(self, inputs, training=False):  # noqa: D102
+        x = ops.cast(inputs, "float32")
+        if not training or self.share == 0:
+            return x
+        batch, size = ops.shape(x)[0], ops.shape(x)[1]
+        grid = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5  # crop units from the centre
+        u = ops.reshape(ops.convert_to_tensor(grid), (1, 1, size, 1))
+        v = ops.reshape(ops.convert_to_tensor(grid), (1, size, 1, 1))
+        (right_u, eye_v), (left_u, _) = ((a / self.context, b / self.context) for a, b in EYES_IN_FRAMING)
+        eye_distance = left_u - right_u
+        middle = (right_u + left_u) / 2 + self._uniform(batch, -0.01, 0.01)
+        eye_v = eye_v + self._uniform(batch, -0.015, 0.02)
+        half_gap = eye_distance / 2 * self._uniform(batch, 0.95, 1.08)
+        rx = eye_distance * self._uniform(batch, 0.36, 0.5)  # lens half-width
+        ry = rx * self._uniform(batch, 0.55, 0.9)
+        width = self._uniform(batch, 0.006, 0.018)  # rim thickness, crop units
+        rims, lenses = 0.0, 0.0
+        for centre_u in (middle - half_gap, middle + half_gap):
+            r = ops.sqrt(((u - centre_u) / rx) ** 2 + ((v - eye_v) / ry) ** 2)  # 1 on the rim
+            rims = ops.maximum(rims, ops.clip(1.5 - ops.abs(r - 1) * ry / width, 0.0, 1.0))
+            lenses = ops.maximum(lenses, ops.cast(r < 1, "float32"))
+        bar = ops.clip(1.5 - ops.abs(v - (eye_v - 0.35 * ry)) / width, 0.0, 1.0)
+        outside = ops.abs(u - middle) - (half_gap + rx)  # temple arms, back to about the ears
+        beside = ops.cast(outside > 0, "float32") * ops.cast(outside < eye_distance * 0.3, "float32")
+        between = ops.cast(ops.abs(u - middle) < half_gap - rx * 0.9, "float32")  # the bridge
+        frame = ops.maximum(rims, bar * ops.maximum(beside, between) * (1.0 - lenses))
+        dark = self._uniform(batch, 5.0, 70.0) + self._uniform(batch, -10.0, 10.0, 3)
+        metal = self._uniform(batch, 140.0, 210.0) + self._uniform(batch, -15.0, 15.0, 3)
+        colour = ops.where(self._uniform(batch, 0.0, 1.0) < 0.7, dark, metal)
+        tint = ops.where(self._uniform(batch, 0.0, 1.0) < 0.15, self._uniform(batch, 0.3, 0.75), 0.0)
+        opacity = self._uniform(batch, 0.6, 1.0)
+        drawn = x * (1.0 - lenses * tint)
+        drawn = drawn + frame * opacity * (colour - drawn)
+        chosen = ops.cast(self._uniform(batch, 0.0, 1.0) < self.share, "float32")
+        return ops.clip(x + chosen * (drawn - x), 0.0, 255.0)

@@ -288,7 +288,8 @@ def export(
                           "dummy_val_mae", "fit_seconds_this_session", "train_images_per_second")
             } | {k: settings.report.get("config", {}).get(k)
                  for k in ("weights", "epochs", "batch_size", "learning_rate", "warmup_epochs", "augment",
-                           "augment_strength", "context", "lds_sigma_years", "source_weight_power")},
+                           "augment_strength", "glasses_share", "context", "lds_sigma_years",
+                           "source_weight_power")},
             "validation": {
                 "split": "each source's own split where its layout has one, else a hash of seed and file name",
                 "seed": settings.seed,

@@ -103,15 +103,19 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
     """
     import keras
 
-    from training.augment import CameraAugment
+    from training.augment import CameraAugment, SyntheticGlasses
     from training.model import build_model, compile_model
 
     size = config["image_size"]
     regressor = build_model(size, config["weights"], lr, initial_age_years=initial_age_years)
     stored = int(round(size * context))
     inputs = keras.Input((stored, stored, 3), name="stored_crop")
+    x = inputs
+    glasses = config.get("glasses_share", 0.0) if config["augment"] else 0.0  # runs before it had none
+    if glasses > 0:  # drawn on the stored crop, so that CameraAugment's roll and zoom move them too
+        x = SyntheticGlasses(glasses, context, seed=config["seed"], name="glasses")(x)
     strength = config["augment_strength"] if config["augment"] else 0.0
-    x = CameraAugment(size, context, strength, seed=config["seed"], name="camera_augment")(inputs)
+    x = CameraAugment(size, context, strength, seed=config["seed"], name="camera_augment")(x)
     trainer = keras.Model(inputs, regressor(x), name="trainer")
     compile_model(trainer, lr)
     return regressor, trainer

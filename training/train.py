@@ -48,6 +48,8 @@ class TrainConfig:
         precision: ``auto`` (bfloat16 where the CPU or GPU supports it), ``bfloat16``, ``float32``.
         augment: camera-like corruption on the fly (`training.augment.CameraAugment`).
         augment_strength: 1 is the default mix; 0 framing only.
+        glasses_share: share of training crops given synthetic glasses
+            (`training.augment.SyntheticGlasses`); 0 (the default until a run measures it) none.
         context: stored crops are this much wider than the card's framing (room to roll,
             zoom and shift); the model sees the framing itself at inference.
         lds_sigma_years: label-distribution smoothing width for the age weights; 0 turns
@@ -73,6 +75,7 @@ class TrainConfig:
     precision: str = "auto"
     augment: bool = True
     augment_strength: float = 1.0
+    glasses_share: float = 0.0
     context: float = 1.25
     lds_sigma_years: float = 2.0
     source_weight_power: float = 0.5
@@ -93,6 +96,7 @@ class TrainConfig:
              "auto, bfloat16 or float32"),
             ("max_images", self.max_images, self.max_images >= 0, ">= 0"),
             ("augment_strength", self.augment_strength, 0 <= self.augment_strength <= 2, "in [0, 2]"),
+            ("glasses_share", self.glasses_share, 0 <= self.glasses_share <= 1, "in [0, 1]"),
             ("context", self.context, 1 <= self.context <= 2, "in [1, 2]"),
             ("lds_sigma_years", self.lds_sigma_years, 0 <= self.lds_sigma_years <= 20, "in [0, 20]"),
             ("source_weight_power", self.source_weight_power, 0 <= self.source_weight_power <= 1, "in [0, 1]"),
