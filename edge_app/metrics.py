@@ -24,7 +24,7 @@ class Metrics:
         self.alerts = Counter("agecheck_alerts", "Check-ID alerts raised", registry=self.registry)
         self.reconnects = Counter("agecheck_camera_reconnects", "Camera reopened after a failure",
                                   registry=self.registry)
-        self.fps = Gauge("agecheck_fps", "Frames processed per second, recent", registry=self.registry)
+        self.fps = Gauge("agecheck_fps", "Frames processed per second, over the last 10 s", registry=self.registry)
         self.age_latency = Histogram(
             "agecheck_age_inference_seconds", "Age model time per batched inference call", registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))

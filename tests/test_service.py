@@ -18,7 +18,7 @@ from edge_app.alerts import JsonlSink
 from edge_app.capture import VideoSource
 from edge_app.config import DEFAULT_SAMPLE_CLIP, SourceConfig
 from edge_app.errors import AgecheckError
-from edge_app.service import Notifier
+from edge_app.service import Notifier, RecentRate
 
 
 class Run:
@@ -188,6 +188,20 @@ class FlakyCamera:
 
     def release(self):
         self.opened = False
+
+
+def test_recent_rate_follows_a_slowdown_that_the_lifetime_average_hides():
+    now = [0.0]
+    rate = RecentRate(window_s=10.0, clock=lambda: now[0])
+    for _ in range(600):  # 10 s at 60 fps...
+        now[0] += 1 / 60
+        fps = rate.tick()
+    assert fps == pytest.approx(60, rel=0.01)
+    for _ in range(300):  # ...then a minute at 5 fps
+        now[0] += 1 / 5
+        fps = rate.tick()
+    lifetime = 900 / now[0]
+    assert fps == pytest.approx(5, rel=0.05) and lifetime > 12  # the whole-run average still says 13
 
 
 def test_lost_camera_is_reopened_with_backoff_and_recovers():
