@@ -163,7 +163,8 @@ def main() -> None:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-        out.with_suffix(".json").write_text(json.dumps({"rows": rows, "settings": vars(args)}, indent=1) + "\n")
+        settings = vars(args) | {"model": Path(args.model).name}  # no local paths in docs
+        out.with_suffix(".json").write_text(json.dumps({"rows": rows, "settings": settings}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,140 @@
+"""Does the model read glasses as age? Validation faces with and without synthetic glasses.
+
+    python bench/glasses.py --data ../shared/datasets/utkface --data ../shared/datasets/appa-real \\
+        --data ../shared/datasets/aaf [--per-source 300] [--model models/age_resnet50_int8.tflite] \\
+        [--out docs/model/glasses]
+    python bench/glasses.py --data ../shared/datasets/utkface ... --measure-eyes
+
+The worst 13-17 errors of the shipped model on APPA-REAL wear glasses, and so does the demo's
+adult who reads 58. This cuts each sampled validation photo as training does (the app's
+detector, eyes levelled, the card's framing with `--context` around it), predicts its age
+with the model as it is, then again with `training.augment.SyntheticGlasses` drawn on (every
+face, seeded), and reports the shift, MAE and the key figure for both. A model that has
+learnt glasses are not age shows no shift.
+
+``--measure-eyes`` instead prints where BlazeFace's eyes sit in the card's framing over
+training photos: the source of `training.augment.EYES_IN_FRAMING`.
+Crops stay in memory: they are made from the datasets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edge_app.age_model import AgeRegressor  # noqa: E402
+from edge_app.config import DEFAULT_AGE_MODEL, AgeModelConfig  # noqa: E402
+from edge_app.crop import CropSettings, eye_angles_deg  # noqa: E402
+from edge_app.detect import FaceDetector  # noqa: E402
+from edge_app.model_card import ModelCard  # noqa: E402
+from training.data import detect_in_photo, iter_face_crops, load_sources, read_rgb, select  # noqa: E402
+from training.metrics import errors, key_figure  # noqa: E402
+from training.train import PHOTO_CANVAS, PHOTO_DETECTOR  # noqa: E402
+
+
+def measure_eyes(images, margin: float) -> None:
+    """Mean and spread of the levelled eye positions in framing units (from the framing's centre)."""
+    offsets = []
+    with FaceDetector(PHOTO_DETECTOR, video=False) as detector:
+        for path in images.paths:
+            rgb = read_rgb(path)
+            faces = detect_in_photo(detector, rgb, PHOTO_CANVAS) if rgb is not None else []
+            if not len(faces):
+                continue
+            best = faces[int(np.argmax(faces.confidence))]
+            box, eyes = best.xyxy[0], best.keypoints[0, :2]
+            angle = np.radians(eye_angles_deg(best.keypoints)[0])
+            level = np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
+            side = max(box[2] - box[0], box[3] - box[1]) * (1 + 2 * margin)  # the framing's side
+            offsets.append(((eyes - (box[:2] + box[2:]) / 2) @ level.T / side).ravel())
+    offsets = np.array(offsets)
+    print(f"{len(offsets)} faces; right eye (x, y), left eye (x, y) in framing sides from its centre:")
+    print("mean", np.round(offsets.mean(axis=0), 3), "spread", np.round(offsets.std(axis=0), 3))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", action="append", required=True)
+    parser.add_argument("--per-source", type=int, default=300)
+    parser.add_argument("--model", default=str(DEFAULT_AGE_MODEL))
+    parser.add_argument("--context", type=float, default=1.25)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--measure-eyes", action="store_true")
+    parser.add_argument("--out", default=None, help="path without suffix for .json and .md")
+    args = parser.parse_args()
+    card = ModelCard.load(args.model)
+    images = load_sources(args.data, card.data["validation"]["val_fraction"], card.data["validation"]["seed"])
+    if args.measure_eyes:
+        measure_eyes(select(images, "train", 100, args.seed), card.crop.margin)
+        return
+
+    from training.augment import CameraAugment, SyntheticGlasses
+
+    images = select(images, "val", args.per_source, args.seed)
+    size = card.input_size
+    stored = int(round(size * args.context))
+    wide = CropSettings(margin=((1 + 2 * card.crop.margin) * args.context - 1) / 2, pad=card.crop.pad,
+                        align=card.crop.align)
+    kept, crops = [], []
+    for position, crop, status in iter_face_crops(images, stored, wide, PHOTO_DETECTOR, require_face=True,
+                                                  canvas=PHOTO_CANVAS):
+        if status == "ok":
+            kept.append(position)
+            crops.append(crop)
+    stored_crops = np.stack(crops).astype(np.float32)
+    centre = CameraAugment(size, args.context)
+    with_glasses = SyntheticGlasses(1.0, args.context, seed=args.seed)(stored_crops, training=True)
+    regressor = AgeRegressor(AgeModelConfig(model_path=args.model, max_batch=64))
+    predict = [regressor.predict(np.round(np.asarray(centre(x))).clip(0, 255).astype(np.uint8))
+               for x in (stored_crops, with_glasses)]
+    true = images.age_years[kept].astype(np.float64)
+    sources = images.source[kept]
+    result = {"faces": len(kept), "model": Path(args.model).name, "rows": {},
+              "settings": vars(args) | {"model": Path(args.model).name}}  # no local paths in docs
+    for name in ["all", *dict.fromkeys(sources.tolist())]:
+        mask = np.ones(len(kept), bool) if name == "all" else sources == name
+        row = {}
+        for label, predicted in zip(("plain", "glasses"), predict, strict=True):
+            row[label] = {"errors": errors(true[mask], predicted[mask]), "key": key_figure(true[mask], predicted[mask])}
+        shift = predict[1][mask] - predict[0][mask]
+        teens = shift[(true[mask] >= 13) & (true[mask] < 18)]
+        row["shift_years"] = {"mean": float(shift.mean()), "median": float(np.median(shift)),
+                              "13-17": float(teens.mean()) if teens.size else None}
+        result["rows"][name] = row
+    lines = [
+        f"{len(kept)} validation faces ({args.per_source} photos per source, seed {args.seed}), model "
+        f"`{result['model']}`, each with and without synthetic glasses (`training.augment.SyntheticGlasses`):",
+        "",
+        "| faces | photos | MAE plain → glasses | bias plain → glasses | mean shift | 13–17 shift "
+        "| key figure plain → glasses |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, row in result["rows"].items():
+        p, g = row["plain"], row["glasses"]
+
+        def key(k):
+            return "–" if k["age_13_17_flagged"] is None else f"{k['age_13_17_flagged']:.0%}"
+
+        lines.append(
+            f"| {name} | {p['errors']['count']} | {p['errors']['mae']:.2f} → {g['errors']['mae']:.2f} "
+            f"| {p['errors']['bias']:+.2f} → {g['errors']['bias']:+.2f} | {row['shift_years']['mean']:+.2f} "
+            f"| {'–' if row['shift_years']['13-17'] is None else format(row['shift_years']['13-17'], '+.2f')} "
+            f"| {key(p['key'])} → {key(g['key'])} |"
+        )
+    print("\n".join(lines))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+        out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
