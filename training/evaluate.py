@@ -204,10 +204,6 @@ def evaluate(
 def summary_lines(report: dict) -> list[str]:
     """A readable summary of an evaluation report."""
     e, p = report["errors"], report["policy"]
-
-    def pct(x):
-        return "n/a" if x is None else f"{x:.1%}"
-
     k = report["key"]
     lines = [
         f"scored {report['scored']} of {report['images']} images ({report['unreadable']} unreadable, "
@@ -220,12 +216,12 @@ def summary_lines(report: dict) -> list[str]:
             f"{band} {v['mae']:.1f} (n={v['count']})" for band, v in e["bands"].items() if v["count"]
         ),
         f"ID check below {p['threshold_age']:g} + {p['margin_years']:.2f}: under-{p['threshold_age']:g}s flagged "
-        f"{pct(p['minors_flagged'])}, 13-17 {pct(p['age_13_17_flagged'])}, 18-24 {pct(p['age_18_24_flagged'])}, "
-        f"25+ {pct(p['age_25_plus_flagged'])}",
+        f"{_pct(p['minors_flagged'])}, 13-17 {_pct(p['age_13_17_flagged'])}, 18-24 {_pct(p['age_18_24_flagged'])}, "
+        f"25+ {_pct(p['age_25_plus_flagged'])}",
     ]
     for q, c in report["calibration"].items():
         lines.append(f"to flag {float(q):.1%} of minors: margin {c['margin_years']:.1f} years, "
-                     f"25+ flagged {pct(c['age_25_plus_flagged'])}")
+                     f"25+ flagged {_pct(c['age_25_plus_flagged'])}")
     for name, f in report.get("by_source", {}).items():
         lines.append(f"{name}: {f['scored']} photos, MAE {f['errors']['mae']:.2f}, bias {f['errors']['bias']:+.2f}, "
                      f"13-17 flagged at 10% of 25+ {_pct_ci(f['key'])}")
@@ -233,7 +229,7 @@ def summary_lines(report: dict) -> list[str]:
 
 
 def _num(x, fmt: str) -> str:
-    return "n/a" if x is None else format(x, fmt)
+    return "–" if x is None else format(x, fmt)
 
 
 def _pct(x) -> str:

@@ -19,7 +19,7 @@ from edge_app.crop import CropSettings
 from edge_app.errors import AgecheckError
 from edge_app.model_card import ModelCard, write_card
 from training.data import LabelledImages, load_crops, load_sources, select
-from training.metrics import calibrate_margins, errors, figures, figures_by_source, policy_shares
+from training.metrics import calibrate_margins, errors, figures, figures_by_source
 from training.train import PHOTO_DETECTOR
 
 log = logging.getLogger(__name__)
@@ -308,11 +308,10 @@ def export(
             "clean": _card_figures(true_clean, int8_clean, val_images.source[clean.index], threshold_age, margin),
             "camera": _card_figures(true_camera, int8_camera, val_images.source[camera.index], threshold_age,
                                     margin),
-            "calibration": {
+            "calibration": {  # the gate's shares at the card's own margin: camera.policy
                 "threshold_age": threshold_age,
                 "measured_under": CARD_DEGRADATION,
                 "margin_years_to_flag_share_of_minors": margins,
-                "policy_at_card_mae": policy_shares(true_camera, int8_camera, threshold_age, margin),
             },
         }
         shutil.move(str(candidate), out_path)
