@@ -91,9 +91,13 @@ KEY_ADULT_SHARE = 0.10
 KEY_BOOTSTRAP_SAMPLES = 1000
 
 
-def _flagged_below_cut(teens: np.ndarray, adults: np.ndarray, adult_share: float) -> np.ndarray:
-    """Share of ``teens`` below the ``adult_share`` quantile of ``adults``, along the last axis."""
-    cut = np.quantile(adults, adult_share, axis=-1, method="inverted_cdf", keepdims=True)
+def _cut(adults: np.ndarray, adult_share: float) -> np.ndarray:
+    """The estimate below which ``adult_share`` of ``adults`` fall, along the last axis (kept)."""
+    return np.quantile(adults, adult_share, axis=-1, method="inverted_cdf", keepdims=True)
+
+
+def _flagged_below(teens: np.ndarray, cut: np.ndarray) -> np.ndarray:
+    """Share of ``teens`` below ``cut``, along the last axis."""
     return (teens < cut).mean(axis=-1)
 
 
@@ -108,7 +112,7 @@ def _bootstrap_ci95(teens: np.ndarray, adults: np.ndarray, adult_share: float, s
     for _ in range(KEY_BOOTSTRAP_SAMPLES // 100):  # 100 resamples at a time bounds the memory
         t = teens[rng.integers(0, teens.size, (100, teens.size))]
         a = adults[rng.integers(0, adults.size, (100, adults.size))]
-        shares.append(_flagged_below_cut(t, a, adult_share))
+        shares.append(_flagged_below(t, _cut(a, adult_share)))
     low, high = np.percentile(np.concatenate(shares), [2.5, 97.5])
     return [float(low), float(high)]
 
@@ -137,12 +141,12 @@ def key_figure(true_years: np.ndarray, predicted_years: np.ndarray, adult_share:
            "age_25_plus_count": int(adults.size), "adult_share": adult_share}
     if teens.size == 0 or adults.size == 0:
         return out
-    cut = float(np.quantile(adults, adult_share, method="inverted_cdf"))
+    cut = _cut(adults, adult_share)
     sorted_adults = np.sort(adults)
     below = np.searchsorted(sorted_adults, teens, side="right")  # adults <= each teen
     strictly = np.searchsorted(sorted_adults, teens, side="left")  # adults < each teen
     auc = float(((adults.size - below) + 0.5 * (below - strictly)).sum() / (teens.size * adults.size))
-    out.update(age_13_17_flagged=float(_flagged_below_cut(teens, adults, adult_share)), cut_years=cut,
+    out.update(age_13_17_flagged=float(_flagged_below(teens, cut)), cut_years=float(cut[0]),
                auc_13_17_vs_25_plus=auc, age_13_17_flagged_ci95=_bootstrap_ci95(teens, adults, adult_share))
     return out
 
