@@ -31,12 +31,12 @@ sys.path.insert(0, str(ROOT))
 
 from edge_app.age_model import AgeRegressor  # noqa: E402
 from edge_app.config import DEFAULT_AGE_MODEL, AgeModelConfig  # noqa: E402
-from edge_app.crop import CropSettings, eye_angles_deg  # noqa: E402
+from edge_app.crop import eye_angles_deg  # noqa: E402
 from edge_app.detect import FaceDetector  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
 from training.data import detect_in_photo, iter_face_crops, load_sources, read_rgb, select  # noqa: E402
 from training.metrics import errors, key_figure  # noqa: E402
-from training.train import PHOTO_CANVAS, PHOTO_DETECTOR  # noqa: E402
+from training.train import PHOTO_CANVAS, PHOTO_DETECTOR, TrainConfig  # noqa: E402
 
 
 def measure_eyes(images, margin: float) -> None:
@@ -79,12 +79,11 @@ def main() -> None:
 
     images = select(images, "val", args.per_source, args.seed)
     size = card.input_size
-    stored = int(round(size * args.context))
-    wide = CropSettings(margin=((1 + 2 * card.crop.margin) * args.context - 1) / 2, pad=card.crop.pad,
-                        align=card.crop.align)
+    # Stored crops as a training run cuts them: the card's framing widened by --context.
+    run = TrainConfig(data_dirs=tuple(args.data), out_dir="", image_size=size, context=args.context, crop=card.crop)
     kept, crops = [], []
-    for position, crop, status in iter_face_crops(images, stored, wide, PHOTO_DETECTOR, require_face=True,
-                                                  canvas=PHOTO_CANVAS):
+    for position, crop, status in iter_face_crops(images, run.stored_size, run.stored_crop, PHOTO_DETECTOR,
+                                                  require_face=True, canvas=PHOTO_CANVAS):
         if status == "ok":
             kept.append(position)
             crops.append(crop)
