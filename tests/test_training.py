@@ -187,6 +187,37 @@ def test_train_on_several_sources_reports_each(tmp_path, datasets):
     assert "| utkface |" in markdown.read_text() and "seeds: " in result.output
 
 
+def test_fine_tuning_starts_from_the_earlier_runs_weights(utk_run, datasets, tmp_path):
+    import keras
+
+    run = tmp_path / "tuned"
+    # A rate of 1e-12 leaves the weights where they start: those of --init-model, not fresh ones.
+    ok(invoke("train", "--data", datasets["utkface"], "--out", run, "--val-fraction", "0.3", *TINY[:-2],
+              "--seed", "2", "--learning-rate", "1e-12", "--init-model", utk_run / "model.keras"))
+    config = json.loads((run / "train_config.json").read_text())
+    assert config["init_model"] == str(utk_run / "model.keras")
+    start = keras.models.load_model(utk_run / "model.keras", compile=False).trainable_weights
+    tuned = keras.models.load_model(run / "model.keras", compile=False).trainable_weights
+    assert len(tuned) == len(start) > 100
+    def largest_difference(weights, others):
+        return max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(weights, others, strict=True))
+
+    assert largest_difference(tuned, start) < 1e-6
+    # A run from scratch with the same seed would start elsewhere (the test can fail).
+    ok(invoke("train", "--data", datasets["utkface"], "--out", tmp_path / "fresh", "--val-fraction", "0.3", *TINY[:-2],
+              "--seed", "2", "--learning-rate", "1e-12"))
+    fresh = keras.models.load_model(tmp_path / "fresh" / "model.keras", compile=False).trainable_weights
+    assert largest_difference(fresh, start) > 1e-3
+
+    for init, size, match in [(tmp_path / "none.keras", 32, "no such file; expected an earlier run's model.keras"),
+                              (utk_run / "train_config.json", 32, "could not be loaded as a Keras model"),
+                              (utk_run / "model.keras", 48, "takes 32x32 px images, expected 48x48")]:
+        line = one_error_line(invoke("train", "--data", datasets["utkface"], "--out", tmp_path / "bad", *TINY[:2],
+                                     "--image-size", size, *TINY[4:], "--init-model", init))
+        assert match in line, line
+        assert not (tmp_path / "bad").exists()  # checked before anything is written
+
+
 def test_export_refuses_a_model_worse_than_the_tolerance(utk_run, datasets, tmp_path):
     model = tmp_path / "refused.tflite"
     result = invoke("export", "--model", utk_run / "model.keras", "--data", datasets["utkface"],

@@ -33,6 +33,8 @@ def register(group: click.Group) -> None:
     @click.option("--out", "out_dir", required=True, type=click.Path(), help="Run folder.")
     @click.option("--weights", default="none", show_default=True,
                   help="none (from scratch), imagenet or a ResNet50 notop weights file.")
+    @click.option("--init-model", default="", type=click.Path(),
+                  help="Start from this regressor (an earlier run's model.keras) instead of --weights: fine-tune it.")
     @click.option("--image-size", default=64, show_default=True, type=int)
     @click.option("--epochs", default=40, show_default=True, type=int)
     @click.option("--batch-size", default=64, show_default=True, type=int)

@@ -104,10 +104,12 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
     import keras
 
     from training.augment import CameraAugment, SyntheticGlasses
-    from training.model import build_model, compile_model
+    from training.model import build_model, compile_model, load_regressor
 
     size = config["image_size"]
     regressor = build_model(size, config["weights"], lr, initial_age_years=initial_age_years)
+    if config.get("init_model"):  # fine-tuning: the same architecture, an earlier run's weights
+        regressor.set_weights(load_regressor(config["init_model"], size).get_weights())
     stored = int(round(size * context))
     inputs = keras.Input((stored, stored, 3), name="stored_crop")
     x = inputs

@@ -60,6 +60,27 @@ def check_weights(weights: str, input_size: int) -> None:
         _backbone(max(input_size, 32), weights)
 
 
+def load_regressor(path: str | Path, input_size: int) -> keras.Model:
+    """An earlier run's regressor (``model.keras``) to fine-tune, checked against ``input_size``.
+
+    Raises:
+        AgecheckError: if the file is missing, is not a Keras model or takes another input size.
+    """
+    if not Path(path).is_file():
+        raise AgecheckError(f"--init-model {path}: no such file; expected an earlier run's model.keras")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as error:  # Keras raises ValueError, OSError or zipfile errors here
+        raise AgecheckError(f"--init-model {path} could not be loaded as a Keras model: {error}") from None
+    side = model.input_shape[1]
+    if tuple(model.input_shape[1:]) != (input_size, input_size, 3):
+        raise AgecheckError(
+            f"--init-model {path} takes {side}x{side} px images, expected {input_size}x{input_size} "
+            "(--image-size must match the model it fine-tunes)"
+        )
+    return model
+
+
 def build_model(
     input_size: int,
     weights: str = "imagenet",

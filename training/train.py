@@ -43,6 +43,8 @@ class TrainConfig:
         learning_rate: Adam's peak learning rate (1e-4 in the original notebooks).
         warmup_epochs: linear warm-up before a cosine decay to 0; 0 keeps the rate constant.
         weights: ``imagenet``, ``none`` or a ResNet50 notop weights file.
+        init_model: an earlier run's regressor (its ``model.keras``) to start from instead of
+            ``weights`` (fine-tuning); its input side must be ``image_size``. Empty: none.
         val_fraction: validation share when the layout has no split of its own.
         seed: seeds the split, shuffling and initialisation.
         precision: ``auto`` (bfloat16 where the CPU or GPU supports it), ``bfloat16``, ``float32``.
@@ -70,6 +72,7 @@ class TrainConfig:
     learning_rate: float = 1e-4
     warmup_epochs: float = 0.0
     weights: str = "imagenet"
+    init_model: str = ""
     val_fraction: float = 0.2
     seed: int = 42
     precision: str = "auto"
@@ -182,9 +185,11 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     # Check what can fail fast before writing anything: a typo in --data must not leave a run
     # folder behind that the corrected command would then refuse as "not empty".
     load_sources(list(config.data_dirs), config.val_fraction, config.seed, config.max_images)
-    from training.model import check_weights
+    from training.model import check_weights, load_regressor
 
     check_weights(config.weights, config.image_size)
+    if config.init_model:
+        load_regressor(config.init_model, config.image_size)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     if not (out / PACK_NAME).is_file():
