@@ -103,6 +103,21 @@ def old_print(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _to_uint8(x + grain[:, :, None] * rng.uniform(10, 25))
 
 
+def sharpen(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A camera or phone that oversharpens: unsharp mask, amount 1-2.5, radius 0.5-1.2% of the side."""
+    x = rgb.astype(np.float32)
+    soft = cv2.GaussianBlur(x, (0, 0), sigmaX=rng.uniform(0.005, 0.012) * _side(rgb))
+    return _to_uint8(x + rng.uniform(1.0, 2.5) * (x - soft))
+
+
+def local_contrast(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Local contrast raised, as photo apps' "clarity" does: CLAHE on lightness, clip limit 2-4, 8x8 tiles."""
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+    clahe = cv2.createCLAHE(clipLimit=rng.uniform(2.0, 4.0), tileGridSize=(8, 8))
+    lab[..., 0] = clahe.apply(np.ascontiguousarray(lab[..., 0]))
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
 def rotate(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A tilted head or camera: 10-25 degrees either way about the centre, edges replicated."""
     h, w = rgb.shape[:2]
@@ -136,6 +151,8 @@ DEGRADATIONS: dict[str, Degrade] = {
     "low_light": low_light,
     "overexposed": overexposed,
     "old_print": old_print,
+    "sharpen": sharpen,
+    "local_contrast": local_contrast,
     "rotate": rotate,
     "camera": camera,
 }
