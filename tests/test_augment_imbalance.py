@@ -117,6 +117,29 @@ def test_camera_augment_corrupts_while_training_within_range(faces80):
     np.testing.assert_array_equal(off, centre)
 
 
+def test_camera_augment_equalise_raises_flat_areas_texture_most(faces80):
+    import cv2
+
+    from training.augment import CameraAugment
+
+    layer = CameraAugment(64, context=1.25, seed=0)
+    faces = faces80[:, 8:72, 8:72]
+    out = np.asarray(layer._equalise(faces, 20.0, 3.0))
+
+    def spread(x):  # local standard deviation of lightness, as the layer measures it
+        luma = cv2.cvtColor(x.astype(np.float32), cv2.COLOR_RGB2GRAY)
+        mean = cv2.GaussianBlur(luma, (0, 0), 4.0)
+        return np.sqrt(cv2.GaussianBlur((luma - mean) ** 2, (0, 0), 4.0))
+
+    for before, after in zip(faces, out, strict=True):
+        s0, s1 = spread(before)[8:-8, 8:-8], spread(after)[8:-8, 8:-8]
+        flat, busy = s0 < np.quantile(s0, 0.25), s0 > np.quantile(s0, 0.75)
+        assert np.median(s1[flat] / s0[flat]) > 1.8  # flat skin: its texture raised (up to 3x)
+        assert np.median(s1[busy] / s0[busy]) < np.median(s1[flat] / s0[flat])  # edges less so
+        assert abs(after.mean() - before.mean()) < 3  # light kept
+        assert (after.max(axis=-1) - after.min(axis=-1) - (before.max(axis=-1) - before.min(axis=-1))).std() < 1e-3
+
+
 def test_synthetic_glasses_sit_on_the_eyes_and_nowhere_else(faces80):
     from training.augment import EYES_IN_FRAMING, SyntheticGlasses
 

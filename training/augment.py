@@ -8,8 +8,8 @@ the corruptions of a till camera and of old photos, each sample drawing its own:
 - geometry: mirror, roll, zoom and shift of the crop (from a stored crop with context);
 - light and colour: exposure (gamma and gain), contrast, colour cast (white balance),
   saturation down to grey, faded tinted prints;
-- texture, both ways: blur and sharpening, local-contrast boost and flattening, motion
-  blur, downscaling, sensor noise, film grain, JPEG blocks (an 8x8 DCT quantiser).
+- texture, both ways: blur and sharpening, local-contrast boost and flattening, CLAHE-like
+  equalisation, motion blur, downscaling, sensor noise, film grain, JPEG blocks (an 8x8 DCT quantiser).
 
 `SyntheticGlasses`, before it and off unless ``--glasses-share`` asks, draws spectacles on
 the eyes: the shipped model reads glasses as age (`bench/glasses.py`).
@@ -149,6 +149,17 @@ class CameraAugment(layers.Layer):
     def _grey(x):
         return ops.sum(x * ops.convert_to_tensor(np.array(GREY_WEIGHTS, np.float32)), axis=-1, keepdims=True)
 
+    def _equalise(self, x, target, clip):
+        """CLAHE-like local equalisation of lightness.
+
+        Its local spread is raised towards ``target`` grey levels, by at most ``clip`` times,
+        so flat areas (skin) gain the most; colour and the local mean are kept.
+        """
+        luma = ops.repeat(self._grey(x), 3, axis=-1)
+        mean = self._filter(luma, self._blur[4.0])
+        spread = ops.sqrt(self._filter(ops.square(luma - mean), self._blur[4.0]) + 1.0)
+        return x + (ops.clip(target / spread, 1.0, clip) - 1.0) * (luma - mean)
+
     def _centre(self, x):
         size = ops.shape(x)[1]
         framed = size / self.context
@@ -209,6 +220,9 @@ class CameraAugment(layers.Layer):
         base = self._filter(x, self._blur[4.0])
         amount = self._uniform(batch, -0.5, 1.2)
         x = x + self._chance(batch, 0.25) * amount * (x - base)
+        # CLAHE: lightness equalised locally, flat skin's fine texture raised most (read as age)
+        equalised = self._equalise(x, self._uniform(batch, 20.0, 50.0), self._uniform(batch, 2.0, 5.0))
+        x = x + self._chance(batch, 0.15) * (equalised - x)
         # focus: blur or sharpen by an unsharp mask at one of three scales
         blurred = self._choose(batch, [self._filter(x, self._blur[s]) for s in (0.7, 1.2, 2.0)])
         x = x + self._chance(batch, 0.35) * self._uniform(batch, -1.0, 1.5) * (x - blurred)
