@@ -78,6 +78,7 @@ def test_export_then_evaluate_reproduces_the_card(utk_run, datasets, tmp_path):
     n_val = len(split_indices(load_labels(datasets["utkface"]), 0.3, 1)[1])
     assert f"int8 validation MAE {card['mae']:.2f} years under the camera mix" in result.output
     assert card["input_size"] == 32 and card["architecture"] == "ResNet50 regressor"
+    assert "fine_tuned_from" not in card["training"]  # trained from scratch
     assert card["crop"] == {"margin": 0.1, "pad": "edge", "align": True}
     assert card["detector"] == {"model": "face_detection_full_range_sparse.tflite", "min_detection_confidence": 0.5,
                                 "canvas": 3.0}
@@ -203,6 +204,10 @@ def test_fine_tuning_starts_from_the_earlier_runs_weights(utk_run, datasets, tmp
         return max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(weights, others, strict=True))
 
     assert largest_difference(tuned, start) < 1e-6
+    model = tmp_path / "tuned.tflite"
+    ok(invoke("export", "--model", run / "model.keras", "--out", model, "--calibration-images", "16"))
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["training"]["fine_tuned_from"] == f"{utk_run.name}/model.keras"  # no local path in a card
     # A run from scratch with the same seed would start elsewhere (the test can fail).
     ok(invoke("train", "--data", datasets["utkface"], "--out", tmp_path / "fresh", "--val-fraction", "0.3", *TINY[:-2],
               "--seed", "2", "--learning-rate", "1e-12"))

@@ -35,6 +35,14 @@ LICENCES = {
 CARD_DEGRADATION = "camera"
 
 
+def _fine_tuned_from(init_model: str | None) -> dict:
+    """The card's note of a fine-tuned run's start: run folder and file name, no local path."""
+    if not init_model:
+        return {}
+    path = Path(init_model)
+    return {"fine_tuned_from": f"{path.parent.name}/{path.name}"}
+
+
 def licence_for(source: str, layout: str) -> str:
     """The licence line of a source, by its folder name, else by its layout."""
     return LICENCES.get(source) or LICENCES.get(layout, "see the dataset's licence")
@@ -289,7 +297,8 @@ def export(
             } | {k: settings.report.get("config", {}).get(k)
                  for k in ("weights", "epochs", "batch_size", "learning_rate", "warmup_epochs", "augment",
                            "augment_strength", "glasses_share", "context", "lds_sigma_years",
-                           "source_weight_power")},
+                           "source_weight_power")}
+              | _fine_tuned_from(settings.report.get("config", {}).get("init_model")),
             "validation": {
                 "split": "each source's own split where its layout has one, else a hash of seed and file name",
                 "seed": settings.seed,
