@@ -11,7 +11,7 @@ the corruptions of a till camera and of old photos, each sample drawing its own:
 - texture, both ways: blur and sharpening, local-contrast boost and flattening, CLAHE-like
   equalisation, motion blur, downscaling, sensor noise, film grain, JPEG blocks (an 8x8 DCT quantiser).
 
-`SyntheticGlasses`, before it and off unless ``--glasses-share`` asks, draws spectacles on
+`SyntheticGlasses`, before it on ``--glasses-share`` of the crops (0.25 by default), draws spectacles on
 the eyes: the shipped model reads glasses as age (`bench/glasses.py`).
 
 Written in ``keras.ops`` so that the same layer runs in ``tf.data`` on a CPU and inside the

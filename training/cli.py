@@ -51,7 +51,7 @@ def register(group: click.Group) -> None:
     @click.option("--augment/--no-augment", default=True, show_default=True,
                   help="Camera-like corruption on the fly (training/augment.py).")
     @click.option("--augment-strength", default=1.0, show_default=True, type=float)
-    @click.option("--glasses-share", default=0.0, show_default=True, type=float,
+    @click.option("--glasses-share", default=0.25, show_default=True, type=float,
                   help="Share of training crops given synthetic glasses (with --augment); 0: none.")
     @click.option("--context", default=1.25, show_default=True, type=float,
                   help="Stored crops are this much wider than the model's framing.")
