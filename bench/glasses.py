@@ -39,6 +39,11 @@ from training.metrics import errors, key_figure  # noqa: E402
 from training.train import PHOTO_CANVAS, PHOTO_DETECTOR, TrainConfig  # noqa: E402
 
 
+def _cell(x, fmt: str) -> str:
+    """A table cell: ``x`` formatted, or a dash where there is no figure (no 13-17s)."""
+    return "–" if x is None else format(x, fmt)
+
+
 def measure_eyes(images, margin: float) -> None:
     """Mean and spread of the levelled eye positions in framing units (from the framing's centre)."""
     offsets = []
@@ -117,15 +122,11 @@ def main() -> None:
     ]
     for name, row in result["rows"].items():
         p, g = row["plain"], row["glasses"]
-
-        def key(k):
-            return "–" if k["age_13_17_flagged"] is None else f"{k['age_13_17_flagged']:.0%}"
-
+        key = [_cell(k["key"]["age_13_17_flagged"], ".0%") for k in (p, g)]
         lines.append(
             f"| {name} | {p['errors']['count']} | {p['errors']['mae']:.2f} → {g['errors']['mae']:.2f} "
             f"| {p['errors']['bias']:+.2f} → {g['errors']['bias']:+.2f} | {row['shift_years']['mean']:+.2f} "
-            f"| {'–' if row['shift_years']['13-17'] is None else format(row['shift_years']['13-17'], '+.2f')} "
-            f"| {key(p['key'])} → {key(g['key'])} |"
+            f"| {_cell(row['shift_years']['13-17'], '+.2f')} | {key[0]} → {key[1]} |"
         )
     print("\n".join(lines))
     if args.out:

@@ -269,6 +269,7 @@ def export(
         margins = calibrate_margins(true_camera, int8_camera, threshold_age)
         sources = {name: val_images.subset(np.flatnonzero(val_images.source == name)) for name in images.sources}
         layouts = dict(zip(images.sources, images.layout.split("+"), strict=True))
+        run_config = settings.report.get("config", {})
         card = {
             "architecture": "ResNet50 regressor",
             "input_size": settings.image_size,
@@ -294,11 +295,11 @@ def export(
                 k: settings.report.get(k)
                 for k in ("precision", "backend", "accelerator", "best_val_mae", "best_epoch", "epochs_run",
                           "dummy_val_mae", "fit_seconds_this_session", "train_images_per_second")
-            } | {k: settings.report.get("config", {}).get(k)
+            } | {k: run_config.get(k)
                  for k in ("weights", "epochs", "batch_size", "learning_rate", "warmup_epochs", "augment",
                            "augment_strength", "glasses_share", "context", "lds_sigma_years",
                            "source_weight_power")}
-              | _fine_tuned_from(settings.report.get("config", {}).get("init_model")),
+              | _fine_tuned_from(run_config.get("init_model")),
             "validation": {
                 "split": "each source's own split where its layout has one, else a hash of seed and file name",
                 "seed": settings.seed,
