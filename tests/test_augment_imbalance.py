@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from training.imbalance import lds_weights, source_weights
-from training.metrics import key_figure
+from training.metrics import key_figure, paired_change
 from training.pack import CropPack, load_pack, save_pack
 
 
@@ -189,3 +189,21 @@ def test_camera_augment_rejects_bad_settings(kwargs, match):
         CameraAugment(**kwargs)
     with pytest.raises(ValueError, match="glasses share"):
         SyntheticGlasses(1.5)
+
+
+def test_paired_change_sees_a_small_gain_that_the_models_own_intervals_hide():
+    rng = np.random.default_rng(5)
+    true = np.r_[rng.integers(13, 18, 60), rng.integers(25, 40, 600)].astype(np.float64)
+    before = true + rng.normal(0, 10, true.size)
+    after = before.copy()
+    after[:60] -= 3.0  # the candidate reads every teenager 3 years younger, adults the same
+    change = paired_change(true, before, after)
+    k_before, k_after = key_figure(true, before), key_figure(true, after)
+    assert change["key_before"] == k_before["age_13_17_flagged"] and change["key_after"] == k_after["age_13_17_flagged"]
+    assert change["key_change"] > 0 and change["key_change_ci95"][0] > 0  # paired: the gain is clear
+    assert k_after["age_13_17_flagged_ci95"][0] < k_before["age_13_17_flagged_ci95"][1]  # apart: they overlap
+    same = paired_change(true, before, before)
+    assert same["key_change"] == 0 and same["key_change_ci95"] == [0, 0] and same["mae_change_ci95"] == [0, 0]
+    assert same == paired_change(true, before, before)  # seeded
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_change(true, before, after[:-1])

@@ -3,6 +3,8 @@
 import csv
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from click.testing import CliRunner
 
 from edge_app.age_model import AgeRegressor
 from edge_app.cli import main
-from edge_app.config import AgeModelConfig
+from edge_app.config import PROJECT_ROOT, AgeModelConfig
 from training.data import load_labels, split_indices
 
 pytestmark = pytest.mark.slow
@@ -126,6 +128,25 @@ def test_export_then_evaluate_reproduces_the_card(utk_run, datasets, tmp_path):
     ok(invoke("evaluate", "--model", utk_run / "model.keras", "--data", datasets["utkface"], "--split", "val",
               "--predictions", tmp_path / "k.csv", "--report", keras_report))
     assert json.loads(keras_report.read_text())["errors"]["mae"] == pytest.approx(card["float_mae"], abs=1e-3)
+
+    # bench/compare_models.py: the int8 model against its float source, paired on the same photos
+    compare = [sys.executable, str(PROJECT_ROOT / "bench" / "compare_models.py")]
+    paired = subprocess.run([*compare, predictions, tmp_path / "k.csv", "--out", tmp_path / "cmp"],
+                            capture_output=True, text=True, timeout=120)
+    assert paired.returncode == 0, paired.stderr
+    rows = json.loads((tmp_path / "cmp.json").read_text())
+    assert list(rows) == ["all", "utkface"]
+    assert rows["all"]["mae_before"] == pytest.approx(card["clean_mae"], abs=0.01)
+    assert rows["all"]["mae_after"] == pytest.approx(card["float_mae"], abs=0.01)
+    low, high = rows["all"]["mae_change_ci95"]
+    assert low <= rows["all"]["mae_change"] <= high
+    assert f"| {rows['all']['mae_before']:.2f} → {rows['all']['mae_after']:.2f} |" in paired.stdout
+    fewer = tmp_path / "fewer.csv"
+    fewer.write_text("".join(predictions.read_text().splitlines(keepends=True)[:-1]))  # one photo less
+    refused = subprocess.run([*compare, predictions, fewer], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and refused.stdout == "" and "Traceback" not in refused.stderr
+    assert refused.stderr.strip() == ("error: the files score different photos (1 only in BEFORE, 0 only in AFTER); "
+                                      "expected the same sources, split, --degrade and --seed")
 
 
 def test_evaluate_reports_the_key_figure_beside_mae(utk_run, datasets, tmp_path):
@@ -389,9 +410,6 @@ def test_preprocessing_inside_the_model_is_exact_in_float_and_int8(tmp_path):
 
 def test_crop_here_fit_elsewhere_within_a_time_budget(tmp_path, datasets):
     """The GPU-machine path: --crops-only writes the pack, `python -m training.fit` fits it alone."""
-    import subprocess
-    import sys
-
     run = tmp_path / "run"
     result = ok(invoke("train", "--data", datasets["utkface"], "--out", run, "--val-fraction", "0.3", "--crops-only",
                        *TINY[:4], "--epochs", "50", *TINY[6:]))

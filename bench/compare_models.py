@@ -1,0 +1,108 @@
+"""Is a candidate model better than the shipped one? Paired on the same photos.
+
+    python bench/compare_models.py BEFORE.csv AFTER.csv [--out docs/model/NAME]
+
+BEFORE and AFTER are `agecheck evaluate --predictions` files of two models on the same photos
+(same sources, split, ``--degrade`` and ``--seed``). Prints, for all photos and per source,
+each model's key figure and MAE and the change with a paired bootstrap 95% interval
+(`training.metrics.paired_change`): an interval that holds 0 means these photos cannot tell
+the two models apart on that figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from training.metrics import paired_change  # noqa: E402
+
+COLUMNS = ("source", "file_name", "real_age", "predicted_age")
+
+
+def read_predictions(path: Path) -> dict[tuple[str, str], tuple[float, float]]:
+    """``{(source, file_name): (real_age, predicted_age)}`` of an evaluate predictions file."""
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file; expected an `agecheck evaluate --predictions` CSV")
+    with open(path, newline="") as file:
+        reader = csv.DictReader(file)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing columns {missing}; expected {list(COLUMNS)}")
+        try:
+            return {(r["source"], r["file_name"]): (float(r["real_age"]), float(r["predicted_age"]))
+                    for r in reader}
+        except ValueError as error:
+            raise ValueError(f"{path}: line {reader.line_num}: {error}; expected numeric ages") from None
+
+
+def compare(before: dict, after: dict) -> dict[str, dict]:
+    """`paired_change` for all photos and for each source; the two files must hold the same photos."""
+    if before.keys() != after.keys():
+        only_before, only_after = len(before.keys() - after.keys()), len(after.keys() - before.keys())
+        raise ValueError(f"the files score different photos ({only_before} only in BEFORE, {only_after} only in "
+                         "AFTER); expected the same sources, split, --degrade and --seed")
+    if not before:
+        raise ValueError("the files hold no photos")
+    keys = sorted(before)
+    true = np.array([before[k][0] for k in keys])
+    if not np.array_equal(true, [after[k][0] for k in keys]):
+        raise ValueError("the files label the same photos with different ages; expected the same data")
+    pred_before = np.array([before[k][1] for k in keys])
+    pred_after = np.array([after[k][1] for k in keys])
+    sources = np.array([k[0] for k in keys])
+    groups = {"all": np.ones(len(keys), bool)} | {s: sources == s for s in dict.fromkeys(sources.tolist())}
+    return {name: paired_change(true[m], pred_before[m], pred_after[m]) for name, m in groups.items()}
+
+
+def markdown(results: dict[str, dict], before_name: str, after_name: str) -> str:
+    def pct(v):
+        return "–" if v is None else f"{100 * v:.1f}%"
+
+    def points(v, ci):
+        return "–" if v is None else f"{100 * v:+.1f} ({100 * ci[0]:+.1f} to {100 * ci[1]:+.1f})"
+
+    lines = [f"Paired comparison on the same photos: before `{before_name}`, after `{after_name}`; "
+             "changes are after − before with a paired bootstrap 95% interval (1000 resamples, seed 0).",
+             "",
+             "| photos | 13–17 / 25+ | key figure before → after | change, points "
+             "| MAE before → after | change, years |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['age_13_17_count']} / {r['age_25_plus_count']} "
+            f"| {pct(r['key_before'])} → {pct(r['key_after'])} | {points(r['key_change'], r['key_change_ci95'])} "
+            f"| {r['mae_before']:.2f} → {r['mae_after']:.2f} "
+            f"| {r['mae_change']:+.2f} ({r['mae_change_ci95'][0]:+.2f} to {r['mae_change_ci95'][1]:+.2f}) |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("before", type=Path, help="predictions CSV of the model in use")
+    parser.add_argument("after", type=Path, help="predictions CSV of the candidate")
+    parser.add_argument("--out", type=Path, help="path without suffix for .json and .md")
+    args = parser.parse_args(argv)
+    try:
+        results = compare(read_predictions(args.before), read_predictions(args.after))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    table = markdown(results, *(f"{p.parent.name}/{p.name}" for p in (args.before, args.after)))
+    print(table, end="")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
