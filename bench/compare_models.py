@@ -1,12 +1,13 @@
 """Is a candidate model better than the shipped one? Paired on the same photos.
 
-    python bench/compare_models.py BEFORE.csv AFTER.csv [--out docs/model/NAME]
+    python bench/compare_models.py BEFORE.csv AFTER.csv [--margins M_BEFORE M_AFTER] [--out docs/model/NAME]
 
 BEFORE and AFTER are `agecheck evaluate --predictions` files of two models on the same photos
 (same sources, split, ``--degrade`` and ``--seed``). Prints, for all photos and per source,
 each model's key figure and MAE and the change with a paired bootstrap 95% interval
 (`training.metrics.paired_change`): an interval that holds 0 means these photos cannot tell
-the two models apart on that figure.
+the two models apart on that figure. With ``--margins`` (each model's card margin), also
+how many minors each model's gate flags (estimate < 18 + margin) and how many changed sides.
 """
 
 from __future__ import annotations
@@ -43,8 +44,21 @@ def read_predictions(path: Path) -> dict[tuple[str, str], tuple[float, float]]:
             raise ValueError(f"{path}: line {reader.line_num}: {error}; expected numeric ages") from None
 
 
-def compare(before: dict, after: dict) -> dict[str, dict]:
-    """`paired_change` for all photos and for each source; the two files must hold the same photos."""
+def minors_flagged(true: np.ndarray, before: np.ndarray, after: np.ndarray, margins: tuple[float, float],
+                   threshold_age: float = 18.0) -> dict:
+    """Minors each gate flags at its own margin, and how many went from flagged to not (lost) or back."""
+    minors = true < threshold_age
+    was = before[minors] < threshold_age + margins[0]
+    now = after[minors] < threshold_age + margins[1]
+    return {"minors": int(minors.sum()), "flagged_before": int(was.sum()), "flagged_after": int(now.sum()),
+            "lost": int((was & ~now).sum()), "gained": int((~was & now).sum())}
+
+
+def compare(before: dict, after: dict, margins: tuple[float, float] | None = None) -> dict[str, dict]:
+    """`paired_change` (and `minors_flagged` with ``margins``) for all photos and for each source.
+
+    The two files must hold the same photos with the same labels.
+    """
     if before.keys() != after.keys():
         only_before, only_after = len(before.keys() - after.keys()), len(after.keys() - before.keys())
         raise ValueError(f"the files score different photos ({only_before} only in BEFORE, {only_after} only in "
@@ -59,7 +73,11 @@ def compare(before: dict, after: dict) -> dict[str, dict]:
     pred_after = np.array([after[k][1] for k in keys])
     sources = np.array([k[0] for k in keys])
     groups = {"all": np.ones(len(keys), bool)} | {s: sources == s for s in dict.fromkeys(sources.tolist())}
-    return {name: paired_change(true[m], pred_before[m], pred_after[m]) for name, m in groups.items()}
+    results = {name: paired_change(true[m], pred_before[m], pred_after[m]) for name, m in groups.items()}
+    if margins is not None:
+        for name, m in groups.items():
+            results[name]["gate"] = minors_flagged(true[m], pred_before[m], pred_after[m], margins)
+    return results
 
 
 def markdown(results: dict[str, dict], before_name: str, after_name: str) -> str:
@@ -81,6 +99,13 @@ def markdown(results: dict[str, dict], before_name: str, after_name: str) -> str
             f"| {pct(r['key_before'])} → {pct(r['key_after'])} | {points(r['key_change'], r['key_change_ci95'])} "
             f"| {r['mae_before']:.2f} → {r['mae_after']:.2f} "
             f"| {r['mae_change']:+.2f} ({r['mae_change_ci95'][0]:+.2f} to {r['mae_change_ci95'][1]:+.2f}) |")
+    if all("gate" in r for r in results.values()):
+        lines += ["", "Minors (under 18) each model's gate flags at its own margin, and those that changed sides:", "",
+                  "| photos | minors | flagged before → after | lost | gained |", "| --- | ---: | ---: | ---: | ---: |"]
+        for name, r in results.items():
+            g = r["gate"]
+            lines.append(f"| {name} | {g['minors']} | {g['flagged_before']} → {g['flagged_after']} "
+                         f"| {g['lost']} | {g['gained']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -88,10 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("before", type=Path, help="predictions CSV of the model in use")
     parser.add_argument("after", type=Path, help="predictions CSV of the candidate")
+    parser.add_argument("--margins", type=float, nargs=2, metavar=("BEFORE", "AFTER"),
+                        help="each model's margin in years (its card's mae): count the minors each gate flags")
     parser.add_argument("--out", type=Path, help="path without suffix for .json and .md")
     args = parser.parse_args(argv)
     try:
-        results = compare(read_predictions(args.before), read_predictions(args.after))
+        if args.margins is not None and min(args.margins) < 0:
+            raise ValueError(f"--margins {args.margins[0]} {args.margins[1]}: expected margins of 0 years or more")
+        results = compare(read_predictions(args.before), read_predictions(args.after), args.margins)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -131,11 +131,17 @@ def test_export_then_evaluate_reproduces_the_card(utk_run, datasets, tmp_path):
 
     # bench/compare_models.py: the int8 model against its float source, paired on the same photos
     compare = [sys.executable, str(PROJECT_ROOT / "bench" / "compare_models.py")]
-    paired = subprocess.run([*compare, predictions, tmp_path / "k.csv", "--out", tmp_path / "cmp"],
-                            capture_output=True, text=True, timeout=120)
+    margins = [str(card["mae"]), str(card["mae"] + 1)]
+    paired = subprocess.run([*compare, predictions, tmp_path / "k.csv", "--margins", *margins,
+                             "--out", tmp_path / "cmp"], capture_output=True, text=True, timeout=120)
     assert paired.returncode == 0, paired.stderr
     rows = json.loads((tmp_path / "cmp.json").read_text())
     assert list(rows) == ["all", "utkface"]
+    gate = rows["all"]["gate"]
+    assert gate["minors"] == sum(float(r["real_age"]) < 18 for r in csv.DictReader(open(predictions)))
+    share = report["policy"]["minors_flagged"] or 0  # the int8 report's share (None: no minors)
+    assert gate["flagged_before"] == pytest.approx(share * gate["minors"])
+    assert gate["flagged_after"] == gate["flagged_before"] - gate["lost"] + gate["gained"]
     assert rows["all"]["mae_before"] == pytest.approx(card["clean_mae"], abs=0.01)
     assert rows["all"]["mae_after"] == pytest.approx(card["float_mae"], abs=0.01)
     low, high = rows["all"]["mae_change_ci95"]
@@ -147,6 +153,10 @@ def test_export_then_evaluate_reproduces_the_card(utk_run, datasets, tmp_path):
     assert refused.returncode == 2 and refused.stdout == "" and "Traceback" not in refused.stderr
     assert refused.stderr.strip() == ("error: the files score different photos (1 only in BEFORE, 0 only in AFTER); "
                                       "expected the same sources, split, --degrade and --seed")
+    negative = subprocess.run([*compare, predictions, predictions, "--margins", "7", "-1"],
+                              capture_output=True, text=True, timeout=120)
+    assert negative.returncode == 2 and negative.stderr.strip() == (
+        "error: --margins 7.0 -1.0: expected margins of 0 years or more")
 
 
 def test_evaluate_reports_the_key_figure_beside_mae(utk_run, datasets, tmp_path):
