@@ -25,6 +25,7 @@ from edge_app.detect import FaceDetector
 from edge_app.errors import AgecheckError
 from edge_app.overlay import draw
 from edge_app.policy import ALERT, TRACK_END, TRACK_START, AgePolicy, Event
+from edge_app.rate import RecentRate
 from edge_app.track import FaceTracker
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class FrameStats:
     new_alerts: int
     age_seconds: float
     frame_seconds: float
+    recent_fps: float
 
 
 @dataclass
@@ -288,7 +290,7 @@ def run(
         summary = Summary(source=config.source.source, video_fps=source.fps, threshold_age=threshold_age,
                           margin_years=round(margin_years, 2), model=Path(config.age_model.model_path).name)
         events = EventRouter(all_sinks, summary, source.live)
-        started, last_ms = time.monotonic(), 0
+        started, last_ms, recent = time.monotonic(), 0, RecentRate()
         log.info("running on %s: threshold %g + margin %.2f years", config.source.source, threshold_age, margin_years)
         try:
             for frame in source.frames():
@@ -311,9 +313,10 @@ def run(
                 summary.faces_refused += int(np.count_nonzero(~faces.quality_ok))
                 summary.processing_fps = summary.frames / max(time.monotonic() - started, 1e-9)
                 summary.camera_reconnects = source.reconnects
+                recent_fps = recent.tick()
                 if video is not None or window is not None:
                     annotated = draw(frame.image, faces, policy.decisions(faces), threshold_age, margin_years,
-                                     fps=summary.processing_fps)
+                                     fps=recent_fps)
                     if video is not None:
                         video.write(annotated)
                     command = window.show(annotated) if window is not None else None
@@ -323,7 +326,7 @@ def run(
                         events.send(policy.acknowledge(frame.timestamp_ms))
                 if hooks.on_frame is not None:
                     hooks.on_frame(summary, FrameStats(len(faces), len(crops), new_alerts, age_seconds,
-                                                       time.monotonic() - frame_started))
+                                                       time.monotonic() - frame_started, recent_fps))
                 if hooks.should_stop():
                     break
                 if hooks.should_reload():

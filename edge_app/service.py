@@ -6,32 +6,9 @@ import logging
 import os
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
-
-
-class RecentRate:
-    """Frames per second over the last ``window_s`` seconds.
-
-    The run's `Summary.processing_fps` averages over its whole life: after a week a
-    kiosk's slowdown would barely move it. The STATUS line and the ``agecheck_fps`` gauge
-    show this recent rate instead.
-    """
-
-    def __init__(self, window_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.window_s, self._clock = window_s, clock
-        self._times: deque[float] = deque()
-
-    def tick(self) -> float:
-        """Count one frame now; returns the recent rate (0 until two frames were seen)."""
-        now = self._clock()
-        self._times.append(now)
-        while now - self._times[0] > self.window_s:
-            self._times.popleft()
-        span = now - self._times[0]
-        return (len(self._times) - 1) / span if span > 0 else 0.0
 
 
 class Notifier:
@@ -160,20 +137,17 @@ def run_service(load_config: Callable[[], object], events_path=None, metrics_por
         return True
 
     reconnects_seen = [0]
-    recent = RecentRate()
 
     def on_frame(summary, stats) -> None:
-        fps = recent.tick()
-        notifier.frame_done(
-            f"{fps:.1f} fps, {stats.faces} faces in view, {summary.tracks} customers, {summary.alerts} alerts"
-        )
+        notifier.frame_done(f"{stats.recent_fps:.1f} fps, {stats.faces} faces in view, "
+                            f"{summary.tracks} customers, {summary.alerts} alerts")
         if metrics is not None:
             metrics.frames.inc()
             metrics.faces.inc(stats.faces)
             metrics.alerts.inc(stats.new_alerts)
             metrics.reconnects.inc(summary.camera_reconnects - reconnects_seen[0])
             reconnects_seen[0] = summary.camera_reconnects
-            metrics.fps.set(fps)
+            metrics.fps.set(stats.recent_fps)
             metrics.frame_latency.observe(stats.frame_seconds)
             if stats.estimates:
                 metrics.age_latency.observe(stats.age_seconds)

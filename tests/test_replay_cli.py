@@ -110,6 +110,37 @@ def test_replay_writes_consistent_video_events_and_summary(tmp_path, brightness_
     video.release()
 
 
+def test_window_corner_and_status_show_the_recent_rate_not_the_lifetime_average(tmp_path, brightness_tflite,
+                                                                               monkeypatch):
+    from functools import partial
+
+    from edge_app import pipeline
+    from edge_app.config import load_config
+    from edge_app.rate import RecentRate
+
+    config = load_config(None).override("source", source=str(DEFAULT_SAMPLE_CLIP), loop=False)
+    config = config.override("age_model", model_path=str(brightness_tflite))
+    monkeypatch.setattr(pipeline, "RecentRate", partial(RecentRate, window_s=0.5))  # a short clip, a short window
+    drawn, seen = [], []
+
+    def draw(*args, fps=None, **kwargs):
+        drawn.append(fps)
+        return overlay_draw(*args, fps=fps, **kwargs)
+
+    def on_frame(summary, stats):
+        seen.append((summary.processing_fps, stats.recent_fps))
+        if len(seen) > 20:
+            time.sleep(0.1)  # the till's machine slows down half way: under 10 fps from here on
+
+    overlay_draw = pipeline.draw
+    monkeypatch.setattr(pipeline, "draw", draw)
+    pipeline.run(config, pipeline.Outputs(video=tmp_path / "a.mp4"), hooks=pipeline.Hooks(on_frame=on_frame))
+    assert len(seen) == len(drawn) == 41
+    assert drawn == [recent for _, recent in seen]  # the corner shows what the STATUS line reports
+    lifetime, recent = seen[-1]
+    assert recent < 10 and lifetime > 1.3 * recent  # the whole-run average would hide the slowdown
+
+
 def test_replay_of_adults_only_raises_no_alert(tmp_path, brightness_tflite):
     events = tmp_path / "e.jsonl"
     result = replay([str(DEFAULT_SAMPLE_CLIP), "--events", str(events), "--threshold-age", "1", "--margin-years", "0"],

@@ -18,7 +18,8 @@ from edge_app.alerts import JsonlSink
 from edge_app.capture import VideoSource
 from edge_app.config import DEFAULT_SAMPLE_CLIP, SourceConfig
 from edge_app.errors import AgecheckError
-from edge_app.service import Notifier, RecentRate
+from edge_app.rate import RecentRate
+from edge_app.service import Notifier
 
 
 class Run:
