@@ -23,6 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from training.evaluate import cell  # noqa: E402
 from training.metrics import paired_change  # noqa: E402
 
 COLUMNS = ("source", "file_name", "real_age", "predicted_age")
@@ -81,9 +82,6 @@ def compare(before: dict, after: dict, margins: tuple[float, float] | None = Non
 
 
 def markdown(results: dict[str, dict], before_name: str, after_name: str) -> str:
-    def pct(v):
-        return "–" if v is None else f"{100 * v:.1f}%"
-
     def points(v, ci):
         return "–" if v is None else f"{100 * v:+.1f} ({100 * ci[0]:+.1f} to {100 * ci[1]:+.1f})"
 
@@ -96,7 +94,8 @@ def markdown(results: dict[str, dict], before_name: str, after_name: str) -> str
     for name, r in results.items():
         lines.append(
             f"| {name} | {r['age_13_17_count']} / {r['age_25_plus_count']} "
-            f"| {pct(r['key_before'])} → {pct(r['key_after'])} | {points(r['key_change'], r['key_change_ci95'])} "
+            f"| {cell(r['key_before'], '.1%')} → {cell(r['key_after'], '.1%')} "
+            f"| {points(r['key_change'], r['key_change_ci95'])} "
             f"| {r['mae_before']:.2f} → {r['mae_after']:.2f} "
             f"| {r['mae_change']:+.2f} ({r['mae_change_ci95'][0]:+.2f} to {r['mae_change_ci95'][1]:+.2f}) |")
     if all("gate" in r for r in results.values()):

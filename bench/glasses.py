@@ -35,13 +35,9 @@ from edge_app.crop import eye_angles_deg  # noqa: E402
 from edge_app.detect import FaceDetector  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
 from training.data import detect_in_photo, iter_face_crops, load_sources, read_rgb, select  # noqa: E402
+from training.evaluate import cell  # noqa: E402
 from training.metrics import errors, key_figure  # noqa: E402
 from training.train import PHOTO_CANVAS, PHOTO_DETECTOR, TrainConfig  # noqa: E402
-
-
-def _cell(x, fmt: str) -> str:
-    """A table cell: ``x`` formatted, or a dash where there is no figure (no 13-17s)."""
-    return "–" if x is None else format(x, fmt)
 
 
 def measure_eyes(images, margin: float) -> None:
@@ -122,11 +118,11 @@ def main() -> None:
     ]
     for name, row in result["rows"].items():
         p, g = row["plain"], row["glasses"]
-        key = [_cell(k["key"]["age_13_17_flagged"], ".0%") for k in (p, g)]
+        key = [cell(k["key"]["age_13_17_flagged"], ".0%") for k in (p, g)]
         lines.append(
             f"| {name} | {p['errors']['count']} | {p['errors']['mae']:.2f} → {g['errors']['mae']:.2f} "
             f"| {p['errors']['bias']:+.2f} → {g['errors']['bias']:+.2f} | {row['shift_years']['mean']:+.2f} "
-            f"| {_cell(row['shift_years']['13-17'], '+.2f')} | {key[0]} → {key[1]} |"
+            f"| {cell(row['shift_years']['13-17'], '+.2f')} | {key[0]} → {key[1]} |"
         )
     print("\n".join(lines))
     if args.out:

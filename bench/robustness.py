@@ -25,20 +25,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from training.degrade import DEGRADATIONS  # noqa: E402
-from training.evaluate import evaluate  # noqa: E402
-
-
-def pct(x) -> str:
-    return "–" if x is None else f"{x:.0%}"
+from training.evaluate import cell, evaluate  # noqa: E402
 
 
 def row(label: str, report: dict, sources: list[str]) -> str:
     e, k = report["errors"], report["key"]
-    cells = [label, str(report["scored"]), f"{e['mae']:.2f}", f"{e['bias']:+.2f}", pct(k["age_13_17_flagged"])]
+    cells = [label, str(report["scored"]), f"{e['mae']:.2f}", f"{e['bias']:+.2f}", cell(k["age_13_17_flagged"], ".0%")]
     by_source = report.get("by_source", {})
     for name in sources:
         s = by_source.get(name)
-        cells += ["–", "–"] if s is None else [f"{s['errors']['mae']:.2f}", pct(s["key"]["age_13_17_flagged"])]
+        cells += ["–", "–"] if s is None else [f"{s['errors']['mae']:.2f}", cell(s["key"]["age_13_17_flagged"], ".0%")]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -65,7 +61,7 @@ def main() -> None:
             keep = ("scored", "errors", "key", "policy", "by_source", "degradation")
             results[name] = {k: report[k] for k in keep if k in report}
             print(f"{name}: MAE {report['errors']['mae']:.2f}, bias {report['errors']['bias']:+.2f}, key "
-                  f"{pct(report['key']['age_13_17_flagged'])} ({time.monotonic() - started:.0f} s)", flush=True)
+                  f"{cell(report['key']['age_13_17_flagged'], '.0%')} ({time.monotonic() - started:.0f} s)", flush=True)
     label = args.label or Path(args.model).name
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

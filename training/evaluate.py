@@ -211,7 +211,7 @@ def summary_lines(report: dict) -> list[str]:
         f"degradation: {report.get('degradation', 'none')}",
         f"MAE {e['mae']:.2f} years, RMSE {e['rmse']:.2f}, bias {e['bias']:+.2f}; "
         f"13-17 flagged when 10% of 25+ are: {_pct_ci(k)} "
-        f"(AUC 13-17 vs 25+ {_num(k['auc_13_17_vs_25_plus'], '.3f')})",
+        f"(AUC 13-17 vs 25+ {cell(k['auc_13_17_vs_25_plus'], '.3f')})",
         "MAE by age band: " + ", ".join(
             f"{band} {v['mae']:.1f} (n={v['count']})" for band, v in e["bands"].items() if v["count"]
         ),
@@ -228,12 +228,13 @@ def summary_lines(report: dict) -> list[str]:
     return lines
 
 
-def _num(x, fmt: str) -> str:
+def cell(x, fmt: str) -> str:
+    """A Markdown table cell: ``x`` formatted with ``fmt``, or a dash where there is no figure."""
     return "–" if x is None else format(x, fmt)
 
 
 def _pct(x) -> str:
-    return "–" if x is None else f"{x:.1%}"
+    return cell(x, ".1%")
 
 
 def _pct_ci(k: dict) -> str:
@@ -246,8 +247,8 @@ def _pct_ci(k: dict) -> str:
 
 def _key_sentence(k: dict) -> str:
     return (f"**Key figure**: {_pct_ci(k)} of {k['age_13_17_count']} 13–17-year-olds are flagged "
-            f"when the cut ({_num(k['cut_years'], '.1f')} years) flags 10% of {k['age_25_plus_count']} adults 25+; "
-            f"AUC 13–17 vs 25+ {_num(k['auc_13_17_vs_25_plus'], '.3f')}.")
+            f"when the cut ({cell(k['cut_years'], '.1f')} years) flags 10% of {k['age_25_plus_count']} adults 25+; "
+            f"AUC 13–17 vs 25+ {cell(k['auc_13_17_vs_25_plus'], '.3f')}.")
 
 
 def _policy_row(label: str, p: dict) -> str:
@@ -295,9 +296,9 @@ def markdown_report(report: dict) -> str:
         for name, f in report["by_source"].items():
             e_s, teen, k = f["errors"], f["errors"]["bands"]["13-17"], f["key"]
             lines.append(f"| {name} | {e_s['count']} | {e_s['mae']:.2f} | {e_s['bias']:+.2f} "
-                         f"| {_num(teen['mae'], '.2f')} "
-                         f"| {_num(teen['bias'], '+.2f')} | {_pct_ci(k)} "
-                         f"| {_num(k['auc_13_17_vs_25_plus'], '.3f')} |")
+                         f"| {cell(teen['mae'], '.2f')} "
+                         f"| {cell(teen['bias'], '+.2f')} | {_pct_ci(k)} "
+                         f"| {cell(k['auc_13_17_vs_25_plus'], '.3f')} |")
     for key, title in (("by_gender", "gender"), ("by_race", "race group")):
         if key not in report:
             continue
