@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fit a cropped run on a lent GPU machine, which has JAX and PyTorch but no TensorFlow or
 # MediaPipe: Keras 3 travels as wheels in .whl/ (keras, namex, optree), the run folder
-# (train_config.json + crops.npz, made here by `agecheck train --crops-only`) as RUN.
+# (train_config.json + crops.npz, made here by `agecheck train --crops-only`) as RUN. A pack
+# over one call's 64 MiB comes in parts (`bench/device_weights.py split-pack`), copied into
+# /tmp/agecheck-stash by earlier calls to the same warm machine: `bench/join_pack.sh` joins them.
 #
 #   bash bench/device_train.sh RUN BUDGET_S OUT [LIMIT_S]
 #
@@ -10,6 +12,7 @@
 # and the log into OUT. Back here: python bench/device_weights.py unpack OUT RUN/model.keras
 set -uo pipefail
 run=$1; budget=$2; out=$3; limit=${4:-590}  # the whole script ends within LIMIT_S
+bash "$(dirname "$0")/join_pack.sh" "$run" || exit 1  # a pack that came in parts (split-pack)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.6
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader

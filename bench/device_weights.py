@@ -3,9 +3,17 @@
     python bench/device_weights.py pack RUN/model.keras OUT_DIR     (there)
     python bench/device_weights.py unpack SHARD_DIR RUN/model.keras  (here)
     python bench/device_weights.py shrink-pack RUN DEVICE_RUN         (here, before)
+    python bench/device_weights.py split-pack DEVICE_RUN PARTS_DIR    (here, if still too big)
 
 ``shrink-pack`` copies a run's config and re-encodes its crop pack as WebP q85 (~1.4 KB a
 crop instead of ~3 KB), so that 37k crops fit the 64 MiB that travels to the machine.
+
+``split-pack`` is for a pack that is still over one call's budget (larger crops for a larger
+input): it cuts ``crops.npz`` into byte parts of at most 55 MiB, ``PARTS_DIR/NN/crops.npz.partNN``,
+and leaves the pack's SHA-256 beside the config. Each part folder travels in its own call to
+one warm machine (files under /tmp there outlive a call while the machine stays warm; the
+next call must come within its 30 s of idling), copied into ``/tmp/agecheck-stash``;
+`bench/join_pack.sh`, run by `bench/device_train.sh`, joins and checks them.
 
 The GPU machine returns files of at most 16 MiB, 64 MiB together; a float32 ResNet50 is
 ~94 MB. ``pack`` writes the weights as float16 shards (float32 for arrays under 100k
@@ -80,6 +88,25 @@ def shrink_pack(run: Path, device_run: Path) -> None:
     print(f"{device_run / PACK_NAME}: {(device_run / PACK_NAME).stat().st_size / 2**20:.1f} MiB")
 
 
+PART_BYTES = 55 * 2**20
+
+
+def split_pack(device_run: Path, parts_dir: Path, part_bytes: int = PART_BYTES) -> None:
+    import hashlib
+
+    from training.pack import PACK_NAME
+
+    pack_path = device_run / PACK_NAME
+    data = pack_path.read_bytes()
+    (device_run / f"{PACK_NAME}.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  {PACK_NAME}\n")
+    for k, start in enumerate(range(0, len(data), part_bytes)):
+        folder = parts_dir / f"{k:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{PACK_NAME}.part{k:02d}").write_bytes(data[start : start + part_bytes])
+    pack_path.unlink()  # the parts travel instead
+    print(f"{pack_path}: {len(data) / 2**20:.1f} MiB in {k + 1} parts under {parts_dir}")
+
+
 if __name__ == "__main__":
     verb, a, b = sys.argv[1:4]
-    {"pack": pack, "unpack": unpack, "shrink-pack": shrink_pack}[verb](Path(a), Path(b))
+    {"pack": pack, "unpack": unpack, "shrink-pack": shrink_pack, "split-pack": split_pack}[verb](Path(a), Path(b))

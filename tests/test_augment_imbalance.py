@@ -79,6 +79,44 @@ def test_pack_round_trip_keeps_labels_and_pixels(tmp_path):
         load_pack(tmp_path / "missing.npz")
 
 
+def test_a_pack_split_for_transfer_joins_back_byte_for_byte_or_says_what_is_missing(tmp_path):
+    """The GPU path for a pack over one call's 64 MiB: parts travel in separate calls to a stash."""
+    import importlib.util
+    import shutil
+    import subprocess
+
+    from edge_app.config import PROJECT_ROOT
+
+    spec = importlib.util.spec_from_file_location("device_weights", PROJECT_ROOT / "bench" / "device_weights.py")
+    device_weights = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(device_weights)
+    rng = np.random.default_rng(1)
+    n = 40
+    pack = CropPack(rng.integers(0, 255, (n, 40, 40, 3), dtype=np.uint8), rng.uniform(1, 90, n).astype(np.float32),
+                    np.full(n, "a"), np.full(n, "train"), np.full(n, -1), np.full(n, -1),
+                    np.array([f"{i}.jpg" for i in range(n)]), meta={"size": 40, "context": 1.25})
+    run, parts, stash = tmp_path / "run", tmp_path / "parts", tmp_path / "stash"
+    original = save_pack(run / "crops.npz", pack).read_bytes()
+    device_weights.split_pack(run, parts, part_bytes=len(original) // 3 + 1)
+    assert not (run / "crops.npz").exists() and sorted(p.name for p in parts.iterdir()) == ["00", "01", "02"]
+    stash.mkdir()
+    for folder in sorted(parts.iterdir())[:2]:  # two calls have copied their part so far
+        shutil.copy(next(folder.iterdir()), stash)
+    join = ["bash", str(PROJECT_ROOT / "bench" / "join_pack.sh"), str(run), str(stash)]
+    early = subprocess.run(join, capture_output=True, text=True, timeout=60)
+    assert early.returncode == 1 and early.stderr.strip() == (
+        f"error: 2 parts in {stash} do not make the pack of {run}/crops.npz.sha256; expected every part, once")
+    assert sorted(p.name for p in run.iterdir()) == ["crops.npz.sha256"]  # nothing half-joined is left
+    shutil.copy(parts / "02" / "crops.npz.part02", stash)  # the last call
+    joined = subprocess.run(join, capture_output=True, text=True, timeout=60)
+    assert joined.returncode == 0, joined.stderr
+    assert (run / "crops.npz").read_bytes() == original
+    np.testing.assert_array_equal(load_pack(run / "crops.npz").file_name, pack.file_name)
+    empty = subprocess.run(["bash", str(PROJECT_ROOT / "bench" / "join_pack.sh"), str(tmp_path / "nothing")],
+                           capture_output=True, text=True, timeout=60)
+    assert empty.returncode == 1 and "expected a pack or a split pack's checksum" in empty.stderr
+
+
 @pytest.fixture(scope="module")
 def faces80(clip_frames):
     """Three real 80 px face crops with context (the stored crops of a pack)."""
