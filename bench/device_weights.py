@@ -107,6 +107,13 @@ def split_pack(device_run: Path, parts_dir: Path, part_bytes: int = PART_BYTES) 
     print(f"{pack_path}: {len(data) / 2**20:.1f} MiB in {k + 1} parts under {parts_dir}")
 
 
+VERBS = {"pack": pack, "unpack": unpack, "shrink-pack": shrink_pack, "split-pack": split_pack}
+
 if __name__ == "__main__":
-    verb, a, b = sys.argv[1:4]
-    {"pack": pack, "unpack": unpack, "shrink-pack": shrink_pack, "split-pack": split_pack}[verb](Path(a), Path(b))
+    if len(sys.argv) != 4 or sys.argv[1] not in VERBS:
+        sys.exit(f"usage: device_weights.py {{{','.join(VERBS)}}} A B; got {' '.join(sys.argv[1:]) or 'nothing'}")
+    try:
+        VERBS[sys.argv[1]](Path(sys.argv[2]), Path(sys.argv[3]))
+    except FileNotFoundError as error:
+        sys.exit(f"error: {error.filename}: no such file; "
+                 "expected the inputs named at the top of bench/device_weights.py")

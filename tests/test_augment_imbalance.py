@@ -84,6 +84,7 @@ def test_a_pack_split_for_transfer_joins_back_byte_for_byte_or_says_what_is_miss
     import importlib.util
     import shutil
     import subprocess
+    import sys
 
     from edge_app.config import PROJECT_ROOT
 
@@ -115,6 +116,11 @@ def test_a_pack_split_for_transfer_joins_back_byte_for_byte_or_says_what_is_miss
     empty = subprocess.run(["bash", str(PROJECT_ROOT / "bench" / "join_pack.sh"), str(tmp_path / "nothing")],
                            capture_output=True, text=True, timeout=60)
     assert empty.returncode == 1 and "expected a pack or a split pack's checksum" in empty.stderr
+    missing = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "device_weights.py"), "split-pack",
+                              str(tmp_path / "nothing"), str(parts)], capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and missing.stderr.strip() == (
+        f"error: {tmp_path / 'nothing' / 'crops.npz'}: no such file; "
+        "expected the inputs named at the top of bench/device_weights.py")
 
 
 @pytest.fixture(scope="module")
