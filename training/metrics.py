@@ -101,6 +101,21 @@ def _flagged_below(teens: np.ndarray, cut: np.ndarray) -> np.ndarray:
     return (teens < cut).mean(axis=-1)
 
 
+def _teens_and_adults(true_years: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the key figure's two groups: 13-17s and adults 25+."""
+    return (true_years >= 13) & (true_years < 18), true_years >= 25
+
+
+def _resamples(rng: np.random.Generator, n_teens: int, n_adults: int):
+    """`KEY_BOOTSTRAP_SAMPLES` resamples of teen and adult indices, 100 at a time (bounds the memory)."""
+    for _ in range(KEY_BOOTSTRAP_SAMPLES // 100):
+        yield rng.integers(0, n_teens, (100, n_teens)), rng.integers(0, n_adults, (100, n_adults))
+
+
+def _ci95(samples: list[np.ndarray]) -> list[float]:
+    return [float(v) for v in np.percentile(np.concatenate(samples), [2.5, 97.5])]
+
+
 def _bootstrap_ci95(teens: np.ndarray, adults: np.ndarray, adult_share: float, seed: int = 0) -> list[float]:
     """95% percentile interval of the key figure, resampling teens and adults apart.
 
@@ -108,13 +123,8 @@ def _bootstrap_ci95(teens: np.ndarray, adults: np.ndarray, adult_share: float, s
     which matters where a source has only tens of 13-17s. Seeded, so reports reproduce.
     """
     rng = np.random.default_rng(seed)
-    shares = []
-    for _ in range(KEY_BOOTSTRAP_SAMPLES // 100):  # 100 resamples at a time bounds the memory
-        t = teens[rng.integers(0, teens.size, (100, teens.size))]
-        a = adults[rng.integers(0, adults.size, (100, adults.size))]
-        shares.append(_flagged_below(t, _cut(a, adult_share)))
-    low, high = np.percentile(np.concatenate(shares), [2.5, 97.5])
-    return [float(low), float(high)]
+    return _ci95([_flagged_below(teens[t], _cut(adults[a], adult_share))
+                  for t, a in _resamples(rng, teens.size, adults.size)])
 
 
 def key_figure(true_years: np.ndarray, predicted_years: np.ndarray, adult_share: float = KEY_ADULT_SHARE) -> dict:
@@ -134,8 +144,8 @@ def key_figure(true_years: np.ndarray, predicted_years: np.ndarray, adult_share:
     """
     true_years = np.asarray(true_years, np.float64)
     predicted = np.asarray(predicted_years, np.float64)
-    teens = predicted[(true_years >= 13) & (true_years < 18)]
-    adults = predicted[true_years >= 25]
+    teen, adult = _teens_and_adults(true_years)
+    teens, adults = predicted[teen], predicted[adult]
     out = {"age_13_17_flagged": None, "age_13_17_flagged_ci95": None, "cut_years": None,
            "auc_13_17_vs_25_plus": None, "age_13_17_count": int(teens.size),
            "age_25_plus_count": int(adults.size), "adult_share": adult_share}
@@ -180,28 +190,24 @@ def paired_change(
     for _ in range(KEY_BOOTSTRAP_SAMPLES // 100):
         pick = rng.integers(0, true_years.size, (100, true_years.size))
         mae_changes.append(abs_after[pick].mean(axis=-1) - abs_before[pick].mean(axis=-1))
-    teen = (true_years >= 13) & (true_years < 18)
-    adult = true_years >= 25
+    teen, adult = _teens_and_adults(true_years)
     out = {"key_before": None, "key_after": None, "key_change": None, "key_change_ci95": None,
            "mae_before": float(abs_before.mean()), "mae_after": float(abs_after.mean()),
-           "mae_change": float(abs_after.mean() - abs_before.mean()),
-           "mae_change_ci95": [float(v) for v in np.percentile(np.concatenate(mae_changes), [2.5, 97.5])],
+           "mae_change": float(abs_after.mean() - abs_before.mean()), "mae_change_ci95": _ci95(mae_changes),
            "age_13_17_count": int(teen.sum()), "age_25_plus_count": int(adult.sum())}
     if not teen.any() or not adult.any():
         return out
+    teens_before, adults_before, teens_after, adults_after = before[teen], before[adult], after[teen], after[adult]
 
     def key(teens, adults):
         return _flagged_below(teens, _cut(adults, adult_share))
 
-    key_before = float(key(before[teen], before[adult]))
-    key_after = float(key(after[teen], after[adult]))
-    key_changes = []
-    for _ in range(KEY_BOOTSTRAP_SAMPLES // 100):
-        t = rng.integers(0, teen.sum(), (100, teen.sum()))
-        a = rng.integers(0, adult.sum(), (100, adult.sum()))
-        key_changes.append(key(after[teen][t], after[adult][a]) - key(before[teen][t], before[adult][a]))
+    key_before = float(key(teens_before, adults_before))
+    key_after = float(key(teens_after, adults_after))
+    key_changes = [key(teens_after[t], adults_after[a]) - key(teens_before[t], adults_before[a])
+                   for t, a in _resamples(rng, teen.sum(), adult.sum())]
     out.update(key_before=key_before, key_after=key_after, key_change=key_after - key_before,
-               key_change_ci95=[float(v) for v in np.percentile(np.concatenate(key_changes), [2.5, 97.5])])
+               key_change_ci95=_ci95(key_changes))
     return out
 
 
