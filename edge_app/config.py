@@ -166,7 +166,8 @@ class QualityConfig:
 
     Attributes:
         min_eye_distance_px: pixels between the eyes in the frame.
-        min_sharpness: variance of the Laplacian of the grey model-input crop.
+        min_sharpness: variance of the Laplacian of the grey face crop at 64 px
+            (`edge_app.quality.SHARPNESS_SIDE_PX`), whatever the model's input side.
         max_turn: how far the nose sits off the eyes' midpoint, in eye distances
             (0 frontal; about 0.5 in profile).
     """

@@ -16,6 +16,11 @@ from edge_app.config import QualityConfig
 from edge_app.crop import CropSettings, crop_faces
 from edge_app.faces import Faces
 
+SHARPNESS_SIDE_PX = 64
+"""Sharpness is measured on the crop at this side, whatever the model's input: the variance
+of the Laplacian falls as the same face is cut at more pixels, and `QualityConfig`'s limit
+was set on 64 px crops."""
+
 
 @dataclass(frozen=True)
 class FaceMeasures:
@@ -25,7 +30,8 @@ class FaceMeasures:
         eye_distance_px: (n,) pixels between the eye keypoints.
         turn: (n,) distance of the nose from the eyes' midpoint along the eye line, in eye
             distances: 0 for a frontal face, about 0.5 in profile.
-        sharpness: (n,) variance of the Laplacian of the grey crop (only for the crops given).
+        sharpness: (n,) variance of the Laplacian of the grey crop at `SHARPNESS_SIDE_PX`
+            (only for the crops given).
     """
 
     eye_distance_px: np.ndarray
@@ -44,10 +50,13 @@ def geometry(faces: Faces) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sharpness(crops: np.ndarray) -> np.ndarray:
-    """(m,) variance of the Laplacian of each (S, S, 3) uint8 crop's grey image."""
+    """(m,) variance of the Laplacian of each (S, S, 3) uint8 crop's grey image at 64 px."""
     out = np.empty(len(crops), np.float32)
     for i, crop in enumerate(crops):
-        out[i] = cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), cv2.CV_32F).var()
+        grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+        if grey.shape != (SHARPNESS_SIDE_PX, SHARPNESS_SIDE_PX):
+            grey = cv2.resize(grey, (SHARPNESS_SIDE_PX, SHARPNESS_SIDE_PX), interpolation=cv2.INTER_AREA)
+        out[i] = cv2.Laplacian(grey, cv2.CV_32F).var()
     return out
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from edge_app.config import QualityConfig
+from edge_app.crop import crop_faces
 from edge_app.quality import geometry, measure, passes, sharpness
 from tests.conftest import make_faces
 
@@ -40,6 +41,22 @@ def test_blur_lowers_sharpness():
     blurred = cv2.GaussianBlur(crop, (0, 0), sigmaX=2.0)
     sharp, soft = sharpness(np.stack([crop, blurred]))
     assert soft < sharp / 5
+
+
+def test_sharpness_does_not_depend_on_the_model_input_side():
+    """A 96 px model must not see the same face as blurrier than a 64 px one did."""
+    rng = np.random.default_rng(0)
+    frame = cv2.resize(rng.integers(0, 255, (90, 160, 3), dtype=np.uint8), (1280, 720), interpolation=cv2.INTER_LINEAR)
+    frame = cv2.GaussianBlur(frame, (0, 0), 1.0)
+    box = np.array([[560, 260, 720, 420]], np.float32)
+    by_side = {side: sharpness(crop_faces(frame, box, side))[0] for side in (64, 96, 128)}
+    raw_96 = cv2.Laplacian(cv2.cvtColor(crop_faces(frame, box, 96)[0], cv2.COLOR_RGB2GRAY), cv2.CV_32F).var()
+    assert raw_96 < by_side[64] / 2  # what the measure would be without its fixed side
+    for side in (96, 128):
+        assert 0.8 < by_side[side] / by_side[64] < 1.25, by_side
+    config = QualityConfig(min_eye_distance_px=0, min_sharpness=float(by_side[64] / 2), max_turn=0)
+    crops = [crop_faces(frame, box, side) for side in (64, 96, 128)]
+    assert [passes(measure(faces_with_eyes(30), c), config)[0] for c in crops] == [True, True, True]
 
 
 @pytest.mark.parametrize(("gap", "nose", "blur", "ok"), [
