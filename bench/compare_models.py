@@ -8,6 +8,11 @@ each model's key figure and MAE and the change with a paired bootstrap 95% inter
 (`training.metrics.paired_change`): an interval that holds 0 means these photos cannot tell
 the two models apart on that figure. With ``--margins`` (each model's card margin), also
 how many minors each model's gate flags (estimate < 18 + margin) and how many changed sides.
+
+The files may also be `bench/per_customer.py --customers` outputs of two models' replays of
+the same till customers: then the app's own decisions are compared too (customers flagged
+before and after, per age band, and how many changed sides), and customers that a model
+never estimated are left out of the estimate figures.
 """
 
 from __future__ import annotations
@@ -27,10 +32,15 @@ from training.evaluate import cell  # noqa: E402
 from training.metrics import paired_change  # noqa: E402
 
 COLUMNS = ("source", "file_name", "real_age", "predicted_age")
+BANDS = (("under 18", 0, 18), ("13–17", 13, 18), ("18–24", 18, 25), ("25+", 25, 200))
 
 
-def read_predictions(path: Path) -> dict[tuple[str, str], tuple[float, float]]:
-    """``{(source, file_name): (real_age, predicted_age)}`` of an evaluate predictions file."""
+def read_predictions(path: Path) -> dict[tuple[str, str], tuple[float, float, bool | None]]:
+    """``{(source, file_name): (real_age, predicted_age, flagged)}`` of a predictions file.
+
+    ``predicted_age`` is NaN where the cell is empty (a till customer never estimated);
+    ``flagged`` is the app's decision in a per-customer file, None in an evaluate file.
+    """
     if not path.is_file():
         raise ValueError(f"{path}: no such file; expected an `agecheck evaluate --predictions` CSV")
     with open(path, newline="") as file:
@@ -39,7 +49,8 @@ def read_predictions(path: Path) -> dict[tuple[str, str], tuple[float, float]]:
         if missing:
             raise ValueError(f"{path}: missing columns {missing}; expected {list(COLUMNS)}")
         try:
-            return {(r["source"], r["file_name"]): (float(r["real_age"]), float(r["predicted_age"]))
+            return {(r["source"], r["file_name"]): (float(r["real_age"]), float(r["predicted_age"] or "nan"),
+                                                    bool(int(r["flagged"])) if "flagged" in r else None)
                     for r in reader}
         except ValueError as error:
             raise ValueError(f"{path}: line {reader.line_num}: {error}; expected numeric ages") from None
@@ -55,10 +66,22 @@ def minors_flagged(true: np.ndarray, before: np.ndarray, after: np.ndarray, marg
             "lost": int((was & ~now).sum()), "gained": int((~was & now).sum())}
 
 
+def decisions_changed(true: np.ndarray, before: np.ndarray, after: np.ndarray) -> list[dict]:
+    """Per age band: customers the app flagged before and after, and how many changed sides."""
+    rows = []
+    for name, lo, hi in BANDS:
+        m = (true >= lo) & (true < hi)
+        rows.append({"band": name, "customers": int(m.sum()), "flagged_before": int(before[m].sum()),
+                     "flagged_after": int(after[m].sum()), "lost": int((before & ~after)[m].sum()),
+                     "gained": int((~before & after)[m].sum())})
+    return rows
+
+
 def compare(before: dict, after: dict, margins: tuple[float, float] | None = None) -> dict[str, dict]:
     """`paired_change` (and `minors_flagged` with ``margins``) for all photos and for each source.
 
-    The two files must hold the same photos with the same labels.
+    The two files must hold the same photos with the same labels. Per-customer files add
+    ``"decisions"`` (`decisions_changed`) to the ``"all"`` entry.
     """
     if before.keys() != after.keys():
         only_before, only_after = len(before.keys() - after.keys()), len(after.keys() - before.keys())
@@ -70,14 +93,26 @@ def compare(before: dict, after: dict, margins: tuple[float, float] | None = Non
     true = np.array([before[k][0] for k in keys])
     if not np.array_equal(true, [after[k][0] for k in keys]):
         raise ValueError("the files label the same photos with different ages; expected the same data")
+    decisions = None
+    if before[keys[0]][2] is not None and after[keys[0]][2] is not None:
+        decisions = decisions_changed(true, np.array([before[k][2] for k in keys]),
+                                      np.array([after[k][2] for k in keys]))
     pred_before = np.array([before[k][1] for k in keys])
     pred_after = np.array([after[k][1] for k in keys])
+    estimated = np.isfinite(pred_before) & np.isfinite(pred_after)
+    keys = [keys[i] for i in np.flatnonzero(estimated)]
+    true, pred_before, pred_after = true[estimated], pred_before[estimated], pred_after[estimated]
+    if not keys:
+        raise ValueError("no photo has an estimate from both models; expected predicted ages")
     sources = np.array([k[0] for k in keys])
     groups = {"all": np.ones(len(keys), bool)} | {s: sources == s for s in dict.fromkeys(sources.tolist())}
     results = {name: paired_change(true[m], pred_before[m], pred_after[m]) for name, m in groups.items()}
     if margins is not None:
         for name, m in groups.items():
             results[name]["gate"] = minors_flagged(true[m], pred_before[m], pred_after[m], margins)
+    results["all"]["not_estimated"] = int((~estimated).sum())
+    if decisions is not None:
+        results["all"]["decisions"] = decisions
     return results
 
 
@@ -98,6 +133,17 @@ def markdown(results: dict[str, dict], before_name: str, after_name: str) -> str
             f"| {points(r['key_change'], r['key_change_ci95'])} "
             f"| {r['mae_before']:.2f} → {r['mae_after']:.2f} "
             f"| {r['mae_change']:+.2f} ({r['mae_change_ci95'][0]:+.2f} to {r['mae_change_ci95'][1]:+.2f}) |")
+    if results["all"]["not_estimated"]:
+        lines += ["", f"{results['all']['not_estimated']} left out of these figures: not estimated by one "
+                  "model or both (never seen, or the quality gate refused every frame)."]
+    if "decisions" in results["all"]:
+        lines += ["", "The app's decisions, customer by customer: flagged for an ID check (for any reason) "
+                  "before and after, and those that changed sides:", "",
+                  "| true age | customers | flagged before → after | lost | gained |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for d in results["all"]["decisions"]:
+            lines.append(f"| {d['band']} | {d['customers']} | {d['flagged_before']} → {d['flagged_after']} "
+                         f"| {d['lost']} | {d['gained']} |")
     if all("gate" in r for r in results.values()):
         lines += ["", "Minors (under 18) each model's gate flags at its own margin, and those that changed sides:", "",
                   "| photos | minors | flagged before → after | lost | gained |", "| --- | ---: | ---: | ---: | ---: |"]

@@ -2,7 +2,7 @@
 
     python bench/per_customer.py --data ../shared/datasets/utkface --data ../shared/datasets/appa-real \\
         --data ../shared/datasets/aaf [--per-source 100] [--degrade camera] [--detect-interval-ms MS] \\
-        [--out docs/per_customer]
+        [--out docs/per_customer] [--customers RUN/customers.csv]
 
 The model's figures elsewhere are per photo; the till decides per customer, from many
 frames. No labelled till video exists here, so this builds one: each sampled validation
@@ -11,13 +11,16 @@ till-like size, drifting and growing a little for ``--seconds`` (as someone step
 the counter), then an empty gap so that they leave. The clip is replayed by `agecheck
 replay` (the real detector, tracker, quality gate and policy) and each customer's outcome
 is read from the events: flagged (and why) if any alert came while they were in view.
-The same photos are scored one by one (`agecheck evaluate`'s crops) for comparison.
-Videos and predictions stay in a temporary folder: they are made from the datasets.
+``--customers`` writes each customer's outcome (file name, true age, the app's last median
+estimate, seen, flagged, why) in `bench/compare_models.py`'s format, so that two models'
+replays of the same customers can be compared one by one; it names dataset files, so it
+belongs beside the run, not in the project. The clip and events stay in a temporary folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -61,6 +64,17 @@ def customer_frames(photo_bgr, back, frames: int, rng: np.random.Generator):
         yield frame
 
 
+def write_customers(path: Path, customers: list[dict]) -> None:
+    """One row per customer; ``predicted_age`` is empty for a customer never estimated."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["source", "file_name", "real_age", "predicted_age", "seen", "flagged", "reason"])
+        for c in customers:
+            writer.writerow([c["source"], c["file_name"], c["age"], "" if c["estimate"] is None else c["estimate"],
+                             int(c["seen"]), int(c["flagged"]), c["reason"] or ""])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", action="append", required=True)
@@ -74,6 +88,7 @@ def main() -> None:
     parser.add_argument("--detect-interval-ms", type=float, default=None,
                         help="[detector] min_interval_ms for the replay (default: the app's)")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--customers", default=None, help="write each customer's outcome here (CSV)")
     args = parser.parse_args()
     card = ModelCard.load(args.model).data
     images = load_sources(args.data, card["validation"]["val_fraction"], card["validation"]["seed"])
@@ -101,6 +116,7 @@ def main() -> None:
                 writer.write(back)
                 frame_index += 1
             customers.append({"age": float(images.age_years[i]), "source": str(images.source[i]),
+                              "file_name": images.paths[i].name,
                               "start_s": start / args.fps, "end_s": (start + in_view) / args.fps})
         writer.release()
         config = []
@@ -120,13 +136,15 @@ def main() -> None:
             if c["start_s"] - 0.05 <= t < c["end_s"] + 0.05:
                 owner[track_id] = k
     for c in customers:
-        c.update(seen=False, flagged=False, reason=None, decided_s=None)
+        c.update(seen=False, flagged=False, reason=None, decided_s=None, estimate=None)
     for e in events:
         k = owner.get(e["track_id"])
         if k is None:
             continue
         c = customers[k]
         c["seen"] = True
+        if e.get("estimated_age") is not None:
+            c["estimate"] = e["estimated_age"]  # the track's median as of its latest event
         if e["type"] == "alert" and not c["flagged"]:
             c.update(flagged=True, reason=e["reason"], decided_s=round(e["video_time_s"] - c["start_s"], 3))
     rows = []
@@ -159,6 +177,8 @@ def main() -> None:
     if decided:
         lines += ["", f"Alerts by age came {np.median(decided):.2f} s (median) after the customer appeared."]
     print("\n".join(lines))
+    if args.customers:
+        write_customers(Path(args.customers), customers)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -251,3 +251,39 @@ def test_paired_change_sees_a_small_gain_that_the_models_own_intervals_hide():
     assert same == paired_change(true, before, before)  # seeded
     with pytest.raises(ValueError, match="equal-length"):
         paired_change(true, before, after[:-1])
+
+
+def test_compare_models_pairs_two_replays_of_the_same_customers(tmp_path):
+    """`bench/per_customer.py --customers` files: the app's decisions compared one by one."""
+    import json
+    import subprocess
+    import sys
+
+    from edge_app.config import PROJECT_ROOT
+
+    rng = np.random.default_rng(2)
+    ages = np.r_[rng.integers(5, 13, 40), rng.integers(13, 18, 40), rng.integers(18, 25, 40), rng.integers(25, 60, 200)]
+    header = "source,file_name,real_age,predicted_age,seen,flagged,reason\n"
+    files = {}
+    for name, shift in (("before", 6.0), ("after", 2.0)):  # the candidate reads everyone 4 years younger
+        lines = []
+        for i, age in enumerate(ages):
+            estimate = "" if i % 50 == 7 else f"{age + shift + (i % 5):.1f}"  # 7 customers never estimated
+            flagged = int(estimate == "" or float(estimate) < 18 + 6)
+            lines.append(f"{'abc'[i % 3]},{i}.jpg,{age},{estimate},{int(estimate != '')},{flagged},"
+                         f"{'face_unclear' if estimate == '' else ('age' if flagged else '')}\n")
+        files[name] = tmp_path / f"{name}.csv"
+        files[name].write_text(header + "".join(lines))
+    out = tmp_path / "paired"
+    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "compare_models.py"), str(files["before"]),
+                           str(files["after"]), "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.with_suffix(".json").read_text())
+    assert results["all"]["not_estimated"] == 7 and results["all"]["mae_change"] < 0
+    by_band = {d["band"]: d for d in results["all"]["decisions"]}
+    for d in by_band.values():  # reading younger only ever adds flags
+        assert d["lost"] == 0 and d["flagged_after"] == d["flagged_before"] + d["gained"]
+    assert by_band["13–17"]["customers"] == 40 and by_band["13–17"]["gained"] > 0
+    assert by_band["25+"] == {"band": "25+", "customers": 200, "flagged_before": 4, "flagged_after": 4,
+                              "lost": 0, "gained": 0}  # only the 4 never estimated (fail-safe), both times
+    assert "changed sides" in out.with_suffix(".md").read_text()
