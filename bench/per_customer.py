@@ -2,7 +2,7 @@
 
     python bench/per_customer.py --data ../shared/datasets/utkface --data ../shared/datasets/appa-real \\
         --data ../shared/datasets/aaf [--per-source 100] [--degrade camera] [--detect-interval-ms MS] \\
-        [--out docs/per_customer] [--customers RUN/customers.csv]
+        [--margin-years M] [--out docs/per_customer] [--customers RUN/customers.csv]
 
 The model's figures elsewhere are per photo; the till decides per customer, from many
 frames. No labelled till video exists here, so this builds one: each sampled validation
@@ -87,6 +87,8 @@ def main() -> None:
     parser.add_argument("--model", default=str(DEFAULT_AGE_MODEL))
     parser.add_argument("--detect-interval-ms", type=float, default=None,
                         help="[detector] min_interval_ms for the replay (default: the app's)")
+    parser.add_argument("--margin-years", type=float, default=None,
+                        help="the gate's margin for the replay (default: the model card's MAE)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--customers", default=None, help="write each customer's outcome here (CSV)")
     args = parser.parse_args()
@@ -124,7 +126,8 @@ def main() -> None:
             config = ["--config", str(Path(tmp) / "config.toml")]
             Path(config[1]).write_text(f"[detector]\nmin_interval_ms = {args.detect_interval_ms}\n")
         subprocess.run([sys.executable, "-m", "edge_app", "replay", str(clip), "--model", args.model,
-                        "--events", str(events_path), "--summary", str(Path(tmp) / "s.json"), *config],
+                        "--events", str(events_path), "--summary", str(Path(tmp) / "s.json"), *config,
+                        *(["--margin-years", str(args.margin_years)] if args.margin_years is not None else [])],
                        check=True, capture_output=True, text=True)
         events = [json.loads(line) for line in events_path.read_text().splitlines()]
         replayed = json.loads((Path(tmp) / "s.json").read_text())
@@ -162,10 +165,11 @@ def main() -> None:
             "face_unclear": share(lambda c: c["reason"] == "face_unclear"),
             "uncertain": share(lambda c: c["reason"] == "uncertain"),
         })
+    margin = card["mae"] if args.margin_years is None else args.margin_years
     lines = [
         f"{len(customers)} customers ({args.per_source} validation photos per source, `--degrade {args.degrade}`, "
         f"seed {args.seed}), {args.seconds:g} s each at {args.fps:g} fps, model `{Path(args.model).name}` "
-        f"(margin {card['mae']:.2f}), face detection on {replayed['detections']} of {replayed['frames']} frames:",
+        f"(margin {margin:.2f}), face detection on {replayed['detections']} of {replayed['frames']} frames:",
         "",
         "| true age | customers | never detected | flagged | by age | face_unclear | uncertain |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -183,7 +187,8 @@ def main() -> None:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-        settings = vars(args) | {"model": Path(args.model).name}  # no local paths in docs
+        settings = vars(args) | {"model": Path(args.model).name,  # no local paths in docs
+                                 "customers": args.customers and Path(args.customers).name}
         out.with_suffix(".json").write_text(json.dumps({"rows": rows, "settings": settings}, indent=1) + "\n")
 
 
