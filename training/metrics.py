@@ -106,10 +106,13 @@ def _teens_and_adults(true_years: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (true_years >= 13) & (true_years < 18), true_years >= 25
 
 
-def _resamples(rng: np.random.Generator, n_teens: int, n_adults: int):
-    """`KEY_BOOTSTRAP_SAMPLES` resamples of teen and adult indices, 100 at a time (bounds the memory)."""
+def _resamples(rng: np.random.Generator, *sizes: int):
+    """`KEY_BOOTSTRAP_SAMPLES` resamples of indices into each group of ``sizes``.
+
+    100 at a time (bounds the memory): one tuple of (100, size) index arrays per batch.
+    """
     for _ in range(KEY_BOOTSTRAP_SAMPLES // 100):
-        yield rng.integers(0, n_teens, (100, n_teens)), rng.integers(0, n_adults, (100, n_adults))
+        yield tuple(rng.integers(0, n, (100, n)) for n in sizes)
 
 
 def _ci95(samples: list[np.ndarray]) -> list[float]:
@@ -186,10 +189,8 @@ def paired_change(
                          f"{before.shape}, {after.shape}")
     rng = np.random.default_rng(seed)
     abs_before, abs_after = np.abs(before - true_years), np.abs(after - true_years)
-    mae_changes = []
-    for _ in range(KEY_BOOTSTRAP_SAMPLES // 100):
-        pick = rng.integers(0, true_years.size, (100, true_years.size))
-        mae_changes.append(abs_after[pick].mean(axis=-1) - abs_before[pick].mean(axis=-1))
+    mae_changes = [abs_after[pick].mean(axis=-1) - abs_before[pick].mean(axis=-1)
+                   for (pick,) in _resamples(rng, true_years.size)]
     teen, adult = _teens_and_adults(true_years)
     out = {"key_before": None, "key_after": None, "key_change": None, "key_change_ci95": None,
            "mae_before": float(abs_before.mean()), "mae_after": float(abs_after.mean()),
