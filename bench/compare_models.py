@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table, end="")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(table)
+        Path(f"{args.out}.json").write_text(json.dumps(results, indent=2) + "\n")
+        Path(f"{args.out}.md").write_text(table)
     return 0
 
 

@@ -128,8 +128,8 @@ def main() -> None:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-        out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+        Path(f"{out}.md").write_text("\n".join(lines) + "\n")
+        Path(f"{out}.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

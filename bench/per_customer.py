@@ -186,10 +186,10 @@ def main() -> None:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+        Path(f"{out}.md").write_text("\n".join(lines) + "\n")
         settings = vars(args) | {"model": Path(args.model).name,  # no local paths in docs
                                  "customers": args.customers and Path(args.customers).name}
-        out.with_suffix(".json").write_text(json.dumps({"rows": rows, "settings": settings}, indent=1) + "\n")
+        Path(f"{out}.json").write_text(json.dumps({"rows": rows, "settings": settings}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

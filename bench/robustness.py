@@ -65,7 +65,7 @@ def main() -> None:
     label = args.label or Path(args.model).name
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"model": label, "max_images": args.max_images,
+    Path(f"{out}.json").write_text(json.dumps({"model": label, "max_images": args.max_images,
                                                     "seed": args.seed, "results": results}, indent=2) + "\n")
     header = ["condition", "photos", "MAE", "bias", "13–17 flagged*"]
     for name in sources:
@@ -79,8 +79,8 @@ def main() -> None:
     ]
     lines += [row("clean" if name == "none" else name, r, sources) for name, r in results.items()]
     lines += ["", "\\* 13–17 flagged when the cut flags 10% of adults 25+ (the product's key figure)."]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+    Path(f"{out}.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}.md and {out}.json")
 
 
 if __name__ == "__main__":

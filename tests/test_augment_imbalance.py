@@ -274,11 +274,12 @@ def test_compare_models_pairs_two_replays_of_the_same_customers(tmp_path):
                          f"{'face_unclear' if estimate == '' else ('age' if flagged else '')}\n")
         files[name] = tmp_path / f"{name}.csv"
         files[name].write_text(header + "".join(lines))
-    out = tmp_path / "paired"
+    out = tmp_path / "paired_margin6.92"  # a dot in the name: the outputs keep all of it
     done = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "compare_models.py"), str(files["before"]),
                            str(files["after"]), "--out", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    results = json.loads(out.with_suffix(".json").read_text())
+    assert sorted(p.name for p in tmp_path.glob("paired*")) == ["paired_margin6.92.json", "paired_margin6.92.md"]
+    results = json.loads((tmp_path / "paired_margin6.92.json").read_text())
     assert results["all"]["not_estimated"] == 7 and results["all"]["mae_change"] < 0
     by_band = {d["band"]: d for d in results["all"]["decisions"]}
     for d in by_band.values():  # reading younger only ever adds flags
@@ -286,4 +287,4 @@ def test_compare_models_pairs_two_replays_of_the_same_customers(tmp_path):
     assert by_band["13–17"]["customers"] == 40 and by_band["13–17"]["gained"] > 0
     assert by_band["25+"] == {"band": "25+", "customers": 200, "flagged_before": 4, "flagged_after": 4,
                               "lost": 0, "gained": 0}  # only the 4 never estimated (fail-safe), both times
-    assert "changed sides" in out.with_suffix(".md").read_text()
+    assert "changed sides" in (tmp_path / "paired_margin6.92.md").read_text()
