@@ -436,3 +436,33 @@ def test_crop_here_fit_elsewhere_within_a_time_budget(tmp_path, datasets):
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "does not exist; expected a run folder" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_till_frame_scores_each_photo_from_the_photo_and_from_a_till_frame(datasets, brightness_tflite, tmp_path):
+    """bench/till_frame.py: the same photos both ways, each model, in compare_models' format."""
+    twin = tmp_path / "twin" / brightness_tflite.name  # the same model under the same file name
+    twin.parent.mkdir()
+    for path in (brightness_tflite, brightness_tflite.with_suffix(".json")):
+        shutil.copy(path, twin.parent / path.name)
+    bench = [sys.executable, str(PROJECT_ROOT / "bench" / "till_frame.py"), "--data", str(datasets["utkface"])]
+    done = subprocess.run([*bench, "--model", str(brightness_tflite), "--model", str(twin), "--per-source", "0",
+                           "--degrade", "none", "--out", str(tmp_path / "till.frame"), "--predictions-dir",
+                           str(tmp_path / "pred")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "till.frame.json").read_text())["rows"]
+    names = [f"{brightness_tflite.parent.name}/{brightness_tflite.name}", f"twin/{brightness_tflite.name}"]
+    assert [(r["model"], r["photos"], r["way"]) for r in rows] == [
+        (name, photos, way) for name in names for photos in ("all", "utkface") for way in ("photo", "till frame")]
+    files = sorted((tmp_path / "pred").glob("*.csv"))
+    assert len(files) == 4
+    tables = {f.stem: list(csv.DictReader(open(f))) for f in files}
+    photo, frame = (tables[f"{brightness_tflite.parent.name}_bright_{way}"] for way in ("photo", "till_frame"))
+    assert [r["file_name"] for r in photo] == [r["file_name"] for r in frame] and len(photo) == rows[0]["count"] > 0
+    assert photo == tables["twin_bright_photo"]  # one model, one answer
+    # "Age" is 100 x the crop's brightness: the face cut from the frame is the face cut from the photo,
+    # give or take the till's background at the crop's edges and the MJPG clip.
+    gap = [abs(float(a["predicted_age"]) - float(b["predicted_age"])) for a, b in zip(photo, frame, strict=True)]
+    assert np.median(gap) < 3, gap
+    refused = subprocess.run([*bench, "--model", str(brightness_tflite), "--degrade", "fog"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--degrade 'fog': expected none or one of" in refused.stderr

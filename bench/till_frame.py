@@ -1,0 +1,190 @@
+"""Per photo or per till frame: does the till's framing change what a model estimates?
+
+    python bench/till_frame.py --data ../shared/datasets/utkface --data ../shared/datasets/appa-real \\
+        --data ../shared/datasets/aaf --model models/age_resnet50_int8.tflite [--model OTHER.tflite] \\
+        [--per-source 0] [--degrade camera] [--seed 0] [--margin-years M] [--out docs/model/NAME] \\
+        [--predictions-dir RUN/till_frame]
+
+`agecheck evaluate` finds each face in its photo (on the card's canvas) and cuts it from the
+photo's own pixels. At the till bench (`bench/per_customer.py`) the same photo is first
+scaled to a till-like size in a 720p frame, compressed into an MJPG clip, found in the whole
+frame and cut from the frame's pixels. This scores every photo both ways with each model,
+on one frame per photo (the bench's first frame of that customer, same seed), so that a
+difference between per-photo figures and the till's is put down to the framing or not. The
+photos whose face is not found either way are left out of both, and counted. Every model is
+scored at one margin (``--margin-years``, default the first model's card MAE), so that their
+gates compare like for like. ``--predictions-dir`` writes each model's estimates both ways
+in `agecheck evaluate`'s predictions format (for `bench/compare_models.py`); they name
+dataset files, so they belong beside a run, not in the project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.per_customer import HEIGHT, WIDTH, background, customer_frames  # noqa: E402
+from edge_app.age_model import AgeRegressor  # noqa: E402
+from edge_app.config import AgeModelConfig  # noqa: E402
+from edge_app.crop import crop_faces  # noqa: E402
+from edge_app.detect import FaceDetector  # noqa: E402
+from edge_app.errors import AgecheckError  # noqa: E402
+from edge_app.faces import Faces  # noqa: E402
+from training.data import detect_in_photo, load_sources, read_rgb, select  # noqa: E402
+from training.degrade import DEGRADATIONS, degrade  # noqa: E402
+from training.evaluate import cell  # noqa: E402
+from training.export import canvas_from_card, detector_from_card  # noqa: E402
+from training.metrics import figures  # noqa: E402
+
+WAYS = ("photo", "till frame")
+
+
+def best_face(faces: Faces) -> Faces | None:
+    """The most confident face, as `agecheck evaluate` takes it; None where there is none."""
+    return faces[int(np.argmax(faces.confidence))] if len(faces) else None
+
+
+def estimate(models: list[AgeRegressor], rgb: np.ndarray, face: Faces) -> list[float]:
+    """Each model's estimate of ``face``, cut from ``rgb`` with that model's card settings."""
+    return [float(m.predict(crop_faces(rgb, face.xyxy, m.input_size, m.card.crop, face.keypoints))[0])
+            for m in models]
+
+
+def table(true_years, sources, estimates, names, margin_years) -> tuple[list[str], list[dict]]:
+    """Markdown rows and JSON rows: each model, each way, all photos and each source."""
+    lines = [
+        "| model | photos | way | MAE | 13–17 bias | key figure | AUC 13–17 vs 25+ | under 18 flagged | 25+ flagged |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    rows = []
+    groups = [("all", np.ones(len(true_years), bool))] + [(s, sources == s) for s in dict.fromkeys(sources.tolist())]
+    for m, name in enumerate(names):
+        for group, mask in groups:
+            for w, way in enumerate(WAYS):
+                f = figures(true_years[mask], estimates[mask, m, w], 18, margin_years)
+                teens = f["errors"]["bands"].get("13-17", {})
+                row = {"model": name, "photos": group, "way": way, "count": int(mask.sum()),
+                       "mae": f["errors"]["mae"], "bias_13_17": teens.get("bias"),
+                       "key": f["key"]["age_13_17_flagged"], "auc": f["key"]["auc_13_17_vs_25_plus"],
+                       "minors_flagged": f["policy"]["minors_flagged"],
+                       "adults_flagged": f["policy"]["age_25_plus_flagged"]}
+                rows.append(row)
+                lines.append(
+                    f"| {name} | {group} ({row['count']}) | {way} | {row['mae']:.2f} | "
+                    f"{cell(row['bias_13_17'], '+.2f')} | {cell(row['key'], '.1%')} | {cell(row['auc'], '.3f')} | "
+                    f"{cell(row['minors_flagged'], '.1%')} | "
+                    f"{cell(row['adults_flagged'], '.1%')} |")
+    return lines, rows
+
+
+def write_predictions(folder: Path, name: str, way: str, sources, files, true_years, predicted) -> None:
+    """``folder/MODEL_WAY.csv`` in `agecheck evaluate`'s predictions format."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{name.removesuffix('.tflite').replace('/', '_')}_{way.replace(' ', '_')}"
+    with open(folder / f"{stem}.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["source", "file_name", "real_age", "predicted_age"])
+        for row in zip(sources, files, true_years, predicted, strict=True):
+            writer.writerow([row[0], row[1], f"{row[2]:g}", f"{row[3]:.2f}"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", action="append", required=True)
+    parser.add_argument("--model", action="append", required=True)
+    parser.add_argument("--per-source", type=int, default=0, help="validation photos per source; 0: all")
+    parser.add_argument("--degrade", default="camera")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--margin-years", type=float, default=None)
+    parser.add_argument("--out", default=None, help="path without suffix for .md and .json")
+    parser.add_argument("--predictions-dir", default=None)
+    args = parser.parse_args()
+    if args.degrade != "none" and args.degrade not in DEGRADATIONS:
+        parser.error(f"--degrade {args.degrade!r}: expected none or one of {', '.join(DEGRADATIONS)}")
+    try:
+        run(args)
+    except AgecheckError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def run(args: argparse.Namespace) -> None:
+    """Score every photo both ways with every model; print and write the table."""
+    models = [AgeRegressor(AgeModelConfig(model_path=path)) for path in args.model]
+    card = models[0].card.data
+    margin = card["mae"] if args.margin_years is None else args.margin_years
+    validation = card.get("validation", {})  # defaults as `agecheck evaluate` takes them
+    images = load_sources(args.data, validation.get("val_fraction", 0.2), validation.get("seed", 42))
+    images = select(images, "val", args.per_source, args.seed)
+    rng = np.random.default_rng(args.seed)
+    kept, per_photo = [], []
+    with tempfile.TemporaryDirectory() as tmp, FaceDetector(detector_from_card(card), video=False) as detector:
+        clip = Path(tmp) / "frames.avi"
+        writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 30, (WIDTH, HEIGHT))
+        for i in range(len(images)):
+            rgb = read_rgb(images.paths[i])
+            if rgb is None:
+                continue
+            if args.degrade != "none":
+                rgb = degrade(rgb, args.degrade, args.seed, images.paths[i].name)
+            back = background(rng)
+            writer.write(next(customer_frames(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), back, 1, rng)))
+            face = best_face(detect_in_photo(detector, rgb, canvas_from_card(card)))
+            kept.append(i)
+            per_photo.append(None if face is None else estimate(models, rgb, face))
+        writer.release()
+        reader = cv2.VideoCapture(str(clip))
+        rows = []
+        for i, photo in zip(kept, per_photo, strict=True):
+            ok, bgr = reader.read()
+            if not ok:
+                raise SystemExit(f"error: the clip of till frames ended early, at photo {len(rows)} of {len(kept)}")
+            frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            face = best_face(detector.detect(frame))
+            if photo is not None and face is not None:
+                rows.append((i, photo, estimate(models, frame, face)))
+        reader.release()
+    if not rows:
+        raise AgecheckError(f"no face was found both in a photo and in its till frame, of {len(images)} photos")
+    index = np.array([r[0] for r in rows], np.int64)
+    estimates = np.array([[r[1], r[2]] for r in rows], np.float64).transpose(0, 2, 1)  # photo, model, way
+    true_years = images.age_years[index].astype(np.float64)
+    sources = images.source[index]
+    names = [Path(path).name for path in args.model]
+    if len(set(names)) < len(names):  # e.g. two runs' age_resnet50_int8.tflite
+        names = [f"{Path(path).parent.name}/{Path(path).name}" for path in args.model]
+    lines, json_rows = table(true_years, sources, estimates, names, margin)
+    lines = [
+        f"{len(rows)} of {len(images)} validation photos (`--degrade {args.degrade}`, seed {args.seed}; "
+        f"{len(images) - len(rows)} left out: no face found in the photo or in its till frame), each model "
+        f"at margin {margin:.2f}; flagged: estimate < 18 + margin.",
+        "",
+        *lines,
+    ]
+    print("\n".join(lines))
+    if args.predictions_dir:
+        files = [images.paths[i].name for i in index]
+        for m, name in enumerate(names):
+            for w, way in enumerate(WAYS):
+                write_predictions(Path(args.predictions_dir), name, way, sources, files, true_years, estimates[:, m, w])
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{out}.md").write_text("\n".join(lines) + "\n")
+        predictions_dir = args.predictions_dir and Path(args.predictions_dir).name
+        settings = vars(args) | {"data": [Path(d).name for d in args.data], "model": names,  # no local paths
+                                 "out": out.name, "predictions_dir": predictions_dir}
+        Path(f"{out}.json").write_text(json.dumps({"rows": json_rows, "settings": settings}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
