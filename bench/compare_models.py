@@ -53,7 +53,8 @@ def read_predictions(path: Path) -> dict[tuple[str, str], tuple[float, float, bo
                                                     bool(int(r["flagged"])) if "flagged" in r else None)
                     for r in reader}
         except ValueError as error:
-            raise ValueError(f"{path}: line {reader.line_num}: {error}; expected numeric ages") from None
+            raise ValueError(f"{path}: line {reader.line_num}: {error}; expected numeric ages "
+                             "(and, in a till customers file, flagged 0 or 1)") from None
 
 
 def minors_flagged(true: np.ndarray, before: np.ndarray, after: np.ndarray, margins: tuple[float, float],
