@@ -97,7 +97,8 @@ def main() -> None:
     true = images.age_years[kept].astype(np.float64)
     sources = images.source[kept]
     result = {"faces": len(kept), "model": Path(args.model).name, "rows": {},
-              "settings": vars(args) | {"model": Path(args.model).name}}  # no local paths in docs
+              "settings": vars(args) | {"model": Path(args.model).name,  # no local paths in docs
+                                        "out": args.out and Path(args.out).name}}
     for name in ["all", *dict.fromkeys(sources.tolist())]:
         mask = np.ones(len(kept), bool) if name == "all" else sources == name
         row = {}

@@ -188,7 +188,7 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         Path(f"{out}.md").write_text("\n".join(lines) + "\n")
         settings = vars(args) | {"model": Path(args.model).name,  # no local paths in docs
-                                 "customers": args.customers and Path(args.customers).name}
+                                 "customers": args.customers and Path(args.customers).name, "out": out.name}
         Path(f"{out}.json").write_text(json.dumps({"rows": rows, "settings": settings}, indent=1) + "\n")
 
 
