@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -66,6 +67,30 @@ def test_detector_with_no_interval_detects_every_frame(clip_frames):
         assert len(detector.detect(rgb(clip_frames[-1]), timestamp_ms=1000)) == 3
         assert len(detector.detect(blank, timestamp_ms=1001)) == 0
     assert detector.detections == 2
+
+
+def test_native_lines_of_the_first_detections_are_held_back(clip_frames, capfd):
+    """MediaPipe's start-up chatter, and now and then a LiteRT note on the second detection,
+    stay off the cashier's console; what native code prints later is shown."""
+    from edge_app.detect import WARM_UP_DETECTIONS
+    from edge_app.logs import show_native_logs
+
+    show_native_logs(False)  # the default, whatever an earlier in-process command set
+    frame = rgb(clip_frames[-1])
+    with FaceDetector(DetectorConfig(min_interval_ms=0)) as detector:
+        real = detector._detector.detect_for_video
+
+        def noisy(image, timestamp_ms):  # the real graph, plus one native line of our own
+            os.write(2, f"native line of detection {detector.detections + 1}\n".encode())
+            return real(image, timestamp_ms)
+
+        detector._detector.detect_for_video = noisy
+        capfd.readouterr()
+        found = [len(detector.detect(frame, timestamp_ms=t)) for t in range(1, WARM_UP_DETECTIONS + 3)]
+    assert found == [3] * (WARM_UP_DETECTIONS + 2)
+    shown = [line for line in capfd.readouterr().err.splitlines() if line.startswith("native line")]
+    assert WARM_UP_DETECTIONS >= 2
+    assert shown == [f"native line of detection {n}" for n in (WARM_UP_DETECTIONS + 1, WARM_UP_DETECTIONS + 2)]
 
 
 def test_detector_missing_model_is_a_clear_error(tmp_path):
