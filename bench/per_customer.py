@@ -64,6 +64,18 @@ def customer_frames(photo_bgr, back, frames: int, rng: np.random.Generator):
         yield frame
 
 
+def customer_photo(path: Path, degradation: str, seed: int) -> np.ndarray | None:
+    """The RGB photo at ``path`` as the till shows it: corrupted by ``degradation`` (seeded by
+    ``seed`` and the file name) unless it is ``none``; None where it cannot be decoded."""
+    rgb = read_rgb(path)
+    return rgb if rgb is None or degradation == "none" else degrade(rgb, degradation, seed, path.name)
+
+
+def till_writer(path: Path, fps: float) -> cv2.VideoWriter:
+    """A 720p MJPG clip, compressed as the till bench's clip is."""
+    return cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (WIDTH, HEIGHT))
+
+
 def write_customers(path: Path, customers: list[dict]) -> None:
     """One row per customer; ``predicted_age`` is empty for a customer never estimated."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,14 +113,12 @@ def main() -> None:
     gap = int(args.gap_s * args.fps)
     with tempfile.TemporaryDirectory() as tmp:
         clip, events_path = Path(tmp) / "till.avi", Path(tmp) / "events.jsonl"
-        writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), args.fps, (WIDTH, HEIGHT))
+        writer = till_writer(clip, args.fps)
         customers, frame_index = [], 0
         for i in picks:
-            rgb = read_rgb(images.paths[i])
+            rgb = customer_photo(images.paths[i], args.degrade, args.seed)
             if rgb is None:
                 continue
-            if args.degrade != "none":
-                rgb = degrade(rgb, args.degrade, args.seed, images.paths[i].name)
             back = background(rng)
             start = frame_index
             for frame in customer_frames(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), back, in_view, rng):

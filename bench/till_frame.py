@@ -9,7 +9,8 @@
 photo's own pixels. At the till bench (`bench/per_customer.py`) the same photo is first
 scaled to a till-like size in a 720p frame, compressed into an MJPG clip, found in the whole
 frame and cut from the frame's pixels. This scores every photo both ways with each model,
-on one frame per photo (the bench's first frame of that customer, same seed), so that a
+on one frame per photo (framed as the bench frames a customer's first frame: size and place
+drawn the same way, seeded, though not the same draws as its clip), so that a
 difference between per-photo figures and the till's is put down to the framing or not. The
 photos whose face is not found either way are left out of both, and counted. Every model is
 scored at one margin (``--margin-years``, default the first model's card MAE), so that their
@@ -33,15 +34,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.per_customer import HEIGHT, WIDTH, background, customer_frames  # noqa: E402
+from bench.per_customer import background, customer_frames, customer_photo, till_writer  # noqa: E402
 from edge_app.age_model import AgeRegressor  # noqa: E402
 from edge_app.config import AgeModelConfig  # noqa: E402
 from edge_app.crop import crop_faces  # noqa: E402
 from edge_app.detect import FaceDetector  # noqa: E402
 from edge_app.errors import AgecheckError  # noqa: E402
 from edge_app.faces import Faces  # noqa: E402
-from training.data import detect_in_photo, load_sources, read_rgb, select  # noqa: E402
-from training.degrade import DEGRADATIONS, degrade  # noqa: E402
+from training.data import detect_in_photo, load_sources, select  # noqa: E402
+from training.degrade import DEGRADATIONS  # noqa: E402
 from training.evaluate import cell  # noqa: E402
 from training.export import canvas_from_card, detector_from_card  # noqa: E402
 from training.metrics import figures  # noqa: E402
@@ -129,13 +130,11 @@ def run(args: argparse.Namespace) -> None:
     kept, per_photo = [], []
     with tempfile.TemporaryDirectory() as tmp, FaceDetector(detector_from_card(card), video=False) as detector:
         clip = Path(tmp) / "frames.avi"
-        writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 30, (WIDTH, HEIGHT))
+        writer = till_writer(clip, 30)
         for i in range(len(images)):
-            rgb = read_rgb(images.paths[i])
+            rgb = customer_photo(images.paths[i], args.degrade, args.seed)
             if rgb is None:
                 continue
-            if args.degrade != "none":
-                rgb = degrade(rgb, args.degrade, args.seed, images.paths[i].name)
             back = background(rng)
             writer.write(next(customer_frames(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), back, 1, rng)))
             face = best_face(detect_in_photo(detector, rgb, canvas_from_card(card)))
