@@ -16,7 +16,7 @@ from edge_app.logs import native_stderr_held
 
 # MediaPipe's C++ side logs every graph start at INFO to stderr; keep journald readable.
 os.environ.setdefault("GLOG_minloglevel", "2")
-# Native output of a detector's first detections is held back unless --verbose (see __init__).
+# Native output of a detector's first detections is held back unless --verbose (see detect).
 WARM_UP_DETECTIONS = 3
 
 
@@ -78,10 +78,6 @@ class FaceDetector:
         self._last_timestamp_ms: int | None = None
         self._last_detection: tuple[int, Faces] | None = None  # (timestamp_ms, faces)
         self.detections = 0
-        # The first detections print native lines too: start-up chatter on the first, and on
-        # about one start in 30 a LiteRT note on the second that it copied a misaligned input
-        # tensor (measured on the demo clip; MediaPipe's own tensor, not the frame we pass).
-        self._held_detections_left = WARM_UP_DETECTIONS
 
     def detect(self, rgb: np.ndarray, timestamp_ms: int | None = None) -> Faces:
         """Find faces in one RGB image.
@@ -108,12 +104,14 @@ class FaceDetector:
             if self._last_detection is not None and timestamp_ms - self._last_detection[0] < self._min_interval_ms:
                 return self._last_detection[1]
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
-        with native_stderr_held() if self._held_detections_left > 0 else contextlib.nullcontext():
+        # The first detections print native lines too: start-up chatter on the first, and on
+        # about one start in 30 a LiteRT note on the second that it copied a misaligned input
+        # tensor (measured on the demo clip; MediaPipe's own tensor, not the frame we pass).
+        with native_stderr_held() if self.detections < WARM_UP_DETECTIONS else contextlib.nullcontext():
             if self._video:
                 result = self._detector.detect_for_video(image, int(timestamp_ms))
             else:
                 result = self._detector.detect(image)
-        self._held_detections_left = max(self._held_detections_left - 1, 0)
         self.detections += 1
         faces = faces_from_result(result, rgb.shape[1], rgb.shape[0])
         if self._video:
