@@ -34,7 +34,7 @@ from edge_app.config import DEFAULT_AGE_MODEL, AgeModelConfig  # noqa: E402
 from edge_app.crop import eye_angles_deg  # noqa: E402
 from edge_app.detect import FaceDetector  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
-from training.data import detect_in_photo, iter_face_crops, load_sources, read_rgb, select  # noqa: E402
+from training.data import detect_in_photo, iter_face_crops, load_sources, most_confident, read_rgb, select  # noqa: E402
 from training.evaluate import cell  # noqa: E402
 from training.metrics import errors, key_figure  # noqa: E402
 from training.train import PHOTO_CANVAS, PHOTO_DETECTOR, TrainConfig  # noqa: E402
@@ -46,10 +46,9 @@ def measure_eyes(images, margin: float) -> None:
     with FaceDetector(PHOTO_DETECTOR, video=False) as detector:
         for path in images.paths:
             rgb = read_rgb(path)
-            faces = detect_in_photo(detector, rgb, PHOTO_CANVAS) if rgb is not None else []
-            if not len(faces):
+            best = most_confident(detect_in_photo(detector, rgb, PHOTO_CANVAS)) if rgb is not None else None
+            if best is None:
                 continue
-            best = faces[int(np.argmax(faces.confidence))]
             box, eyes = best.xyxy[0], best.keypoints[0, :2]
             angle = np.radians(eye_angles_deg(best.keypoints)[0])
             level = np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])

@@ -27,7 +27,7 @@ from edge_app.config import DEFAULT_AGE_MODEL, AgeModelConfig, DetectorConfig  #
 from edge_app.crop import crop_faces  # noqa: E402
 from edge_app.detect import FaceDetector  # noqa: E402
 from edge_app.quality import measure  # noqa: E402
-from training.data import detect_in_photo, load_sources, read_rgb, select  # noqa: E402
+from training.data import detect_in_photo, load_sources, most_confident, read_rgb, select  # noqa: E402
 
 EYE_DISTANCES_PX = (6, 8, 10, 12, 16, 20, 24, 32, 48)
 BLUR_SIGMAS_PER_EYE_DISTANCE = (0.0, 0.04, 0.08, 0.12, 0.18, 0.25)
@@ -60,10 +60,9 @@ def main() -> None:
     with FaceDetector(DetectorConfig(), video=False) as detector:
 
         def estimate(rgb):
-            faces = detect_in_photo(detector, rgb, 3.0)
-            if not len(faces):
+            best = most_confident(detect_in_photo(detector, rgb, 3.0))
+            if best is None:
                 return None
-            best = faces[int(np.argmax(faces.confidence))]
             crops = crop_faces(rgb, best.xyxy, size, crop, best.keypoints)
             return measure(best, crops), float(regressor.predict(crops)[0])
 

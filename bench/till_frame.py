@@ -22,7 +22,6 @@ dataset files, so they belong beside a run, not in the project.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import tempfile
@@ -41,18 +40,13 @@ from edge_app.crop import crop_faces  # noqa: E402
 from edge_app.detect import FaceDetector  # noqa: E402
 from edge_app.errors import AgecheckError  # noqa: E402
 from edge_app.faces import Faces  # noqa: E402
-from training.data import detect_in_photo, load_sources, select  # noqa: E402
+from training.data import detect_in_photo, load_sources, most_confident, select  # noqa: E402
 from training.degrade import DEGRADATIONS  # noqa: E402
-from training.evaluate import cell  # noqa: E402
+from training.evaluate import cell, write_predictions  # noqa: E402
 from training.export import canvas_from_card, detector_from_card  # noqa: E402
 from training.metrics import figures  # noqa: E402
 
 WAYS = ("photo", "till frame")
-
-
-def best_face(faces: Faces) -> Faces | None:
-    """The most confident face, as `agecheck evaluate` takes it; None where there is none."""
-    return faces[int(np.argmax(faces.confidence))] if len(faces) else None
 
 
 def estimate(models: list[AgeRegressor], rgb: np.ndarray, face: Faces) -> list[float]:
@@ -88,17 +82,6 @@ def table(true_years, sources, estimates, names, margin_years) -> tuple[list[str
     return lines, rows
 
 
-def write_predictions(folder: Path, name: str, way: str, sources, files, true_years, predicted) -> None:
-    """``folder/MODEL_WAY.csv`` in `agecheck evaluate`'s predictions format."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = f"{name.removesuffix('.tflite').replace('/', '_')}_{way.replace(' ', '_')}"
-    with open(folder / f"{stem}.csv", "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["source", "file_name", "real_age", "predicted_age"])
-        for row in zip(sources, files, true_years, predicted, strict=True):
-            writer.writerow([row[0], row[1], f"{row[2]:g}", f"{row[3]:.2f}"])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", action="append", required=True)
@@ -126,6 +109,7 @@ def run(args: argparse.Namespace) -> None:
     validation = card.get("validation", {})  # defaults as `agecheck evaluate` takes them
     images = load_sources(args.data, validation.get("val_fraction", 0.2), validation.get("seed", 42))
     images = select(images, "val", args.per_source, args.seed)
+    canvas = canvas_from_card(card)
     rng = np.random.default_rng(args.seed)
     kept, per_photo = [], []
     with tempfile.TemporaryDirectory() as tmp, FaceDetector(detector_from_card(card), video=False) as detector:
@@ -137,7 +121,7 @@ def run(args: argparse.Namespace) -> None:
                 continue
             back = background(rng)
             writer.write(next(customer_frames(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), back, 1, rng)))
-            face = best_face(detect_in_photo(detector, rgb, canvas_from_card(card)))
+            face = most_confident(detect_in_photo(detector, rgb, canvas))
             kept.append(i)
             per_photo.append(None if face is None else estimate(models, rgb, face))
         writer.release()
@@ -146,9 +130,9 @@ def run(args: argparse.Namespace) -> None:
         for i, photo in zip(kept, per_photo, strict=True):
             ok, bgr = reader.read()
             if not ok:
-                raise SystemExit(f"error: the clip of till frames ended early, at photo {len(rows)} of {len(kept)}")
+                raise AgecheckError(f"the clip of till frames ended early, at photo {len(rows)} of {len(kept)}")
             frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            face = best_face(detector.detect(frame))
+            face = most_confident(detector.detect(frame))
             if photo is not None and face is not None:
                 rows.append((i, photo, estimate(models, frame, face)))
         reader.release()
@@ -170,11 +154,13 @@ def run(args: argparse.Namespace) -> None:
         *lines,
     ]
     print("\n".join(lines))
-    if args.predictions_dir:
-        files = [images.paths[i].name for i in index]
+    if args.predictions_dir:  # MODEL_WAY.csv, in `agecheck evaluate`'s format
+        folder, files = Path(args.predictions_dir), [images.paths[i].name for i in index]
+        folder.mkdir(parents=True, exist_ok=True)
         for m, name in enumerate(names):
             for w, way in enumerate(WAYS):
-                write_predictions(Path(args.predictions_dir), name, way, sources, files, true_years, estimates[:, m, w])
+                stem = f"{name.removesuffix('.tflite').replace('/', '_')}_{way.replace(' ', '_')}"
+                write_predictions(folder / f"{stem}.csv", sources, files, true_years, estimates[:, m, w])
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

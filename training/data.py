@@ -307,6 +307,11 @@ def detect_in_photo(detector: FaceDetector, rgb: np.ndarray, canvas: float) -> F
     )
 
 
+def most_confident(faces: Faces) -> Faces | None:
+    """The most confident of ``faces`` (the one face a labelled photo is taken to show); None if none."""
+    return faces[int(np.argmax(faces.confidence))] if len(faces) else None
+
+
 def iter_face_crops(
     images: LabelledImages,
     size: int,
@@ -334,9 +339,8 @@ def iter_face_crops(
                 continue
             if degradation is not None:
                 rgb = degrade(rgb, degradation[0], degradation[1], path.name)
-            faces = detect_in_photo(detector, rgb, canvas)
-            if len(faces):
-                best = faces[int(np.argmax(faces.confidence))]
+            best = most_confident(detect_in_photo(detector, rgb, canvas))
+            if best is not None:
                 yield position, crop_faces(rgb, best.xyxy, size, crop, best.keypoints)[0], "ok"
             elif require_face:
                 yield position, None, "no_face"

@@ -111,6 +111,15 @@ def plot_tradeoff(true_years, predicted, threshold_age, marked: dict[str, float]
     plt.close(fig)
 
 
+def write_predictions(path: Path, sources, file_names, true_years, predicted) -> None:
+    """One row per photo: source, file name, real and predicted age (read by `bench/compare_models.py`)."""
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["source", "file_name", "real_age", "predicted_age"])
+        for row in zip(sources, file_names, true_years, predicted, strict=True):
+            writer.writerow([row[0], row[1], f"{row[2]:g}", f"{row[3]:.2f}"])
+
+
 def evaluate(
     model_path: str | Path,
     data_dirs: list[str | Path],
@@ -161,12 +170,8 @@ def evaluate(
     predictions_csv, report_json = Path(predictions_csv), Path(report_json)
     for path in (predictions_csv, report_json):
         path.parent.mkdir(parents=True, exist_ok=True)
-    with open(predictions_csv, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["source", "file_name", "real_age", "predicted_age"])
-        for position, age in zip(crops.index, predicted, strict=True):
-            writer.writerow([images.source[position], images.paths[position].name,
-                             f"{images.age_years[position]:g}", f"{age:.2f}"])
+    write_predictions(predictions_csv, images.source[crops.index], [images.paths[i].name for i in crops.index],
+                      images.age_years[crops.index], predicted)
 
     margins = calibrate_margins(true_years, predicted, threshold_age)
     report = {
