@@ -12,8 +12,8 @@ with the model as it is, then again with `training.augment.SyntheticGlasses` dra
 face, seeded), and reports the shift, MAE and the key figure for both. A model that has
 learnt glasses are not age shows no shift.
 
-``--measure-eyes`` instead prints where BlazeFace's eyes sit in the card's framing over
-training photos: the source of `training.augment.EYES_IN_FRAMING`.
+``--measure-eyes`` instead prints where BlazeFace's eyes sit around its squared box over
+training photos: the source of `training.augment.EYES_IN_BOX`.
 Crops stay in memory: they are made from the datasets.
 """
 
@@ -40,8 +40,8 @@ from training.metrics import errors, key_figure  # noqa: E402
 from training.train import PHOTO_CANVAS, PHOTO_DETECTOR, TrainConfig  # noqa: E402
 
 
-def measure_eyes(images, margin: float) -> None:
-    """Mean and spread of the levelled eye positions in framing units (from the framing's centre)."""
+def measure_eyes(images) -> None:
+    """Mean and spread of the levelled eye positions in box sides (from the squared box's centre)."""
     offsets = []
     with FaceDetector(PHOTO_DETECTOR, video=False) as detector:
         for path in images.paths:
@@ -52,10 +52,10 @@ def measure_eyes(images, margin: float) -> None:
             box, eyes = best.xyxy[0], best.keypoints[0, :2]
             angle = np.radians(eye_angles_deg(best.keypoints)[0])
             level = np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
-            side = max(box[2] - box[0], box[3] - box[1]) * (1 + 2 * margin)  # the framing's side
+            side = max(box[2] - box[0], box[3] - box[1])  # the squared box's side
             offsets.append(((eyes - (box[:2] + box[2:]) / 2) @ level.T / side).ravel())
     offsets = np.array(offsets)
-    print(f"{len(offsets)} faces; right eye (x, y), left eye (x, y) in framing sides from its centre:")
+    print(f"{len(offsets)} faces; right eye (x, y), left eye (x, y) in box sides from its centre:")
     print("mean", np.round(offsets.mean(axis=0), 3), "spread", np.round(offsets.std(axis=0), 3))
 
 
@@ -72,7 +72,7 @@ def main() -> None:
     card = ModelCard.load(args.model)
     images = load_sources(args.data, card.data["validation"]["val_fraction"], card.data["validation"]["seed"])
     if args.measure_eyes:
-        measure_eyes(select(images, "train", 100, args.seed), card.crop.margin)
+        measure_eyes(select(images, "train", 100, args.seed))
         return
 
     from training.augment import CameraAugment, SyntheticGlasses
@@ -89,7 +89,7 @@ def main() -> None:
             crops.append(crop)
     stored_crops = np.stack(crops).astype(np.float32)
     centre = CameraAugment(size, args.context)
-    with_glasses = SyntheticGlasses(1.0, args.context, seed=args.seed)(stored_crops, training=True)
+    with_glasses = SyntheticGlasses(1.0, args.context, card.crop.margin, seed=args.seed)(stored_crops, training=True)
     regressor = AgeRegressor(AgeModelConfig(model_path=args.model, max_batch=64))
     predict = [regressor.predict(np.round(np.asarray(centre(x))).clip(0, 255).astype(np.uint8))
                for x in (stored_crops, with_glasses)]

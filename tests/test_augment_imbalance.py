@@ -184,20 +184,27 @@ def test_camera_augment_equalise_raises_flat_areas_texture_most(faces80):
         assert (after.max(axis=-1) - after.min(axis=-1) - (before.max(axis=-1) - before.min(axis=-1))).std() < 1e-3
 
 
-def test_synthetic_glasses_sit_on_the_eyes_and_nowhere_else(faces80):
-    from training.augment import EYES_IN_FRAMING, SyntheticGlasses
+@pytest.mark.parametrize("margin", [0.1, 0.25])
+def test_synthetic_glasses_sit_on_the_eyes_and_nowhere_else(faces80, margin):
+    from training.augment import EYES_IN_BOX, SyntheticGlasses
 
     batch = np.repeat(faces80, 4, axis=0)
     np.testing.assert_array_equal(np.asarray(SyntheticGlasses(1.0, seed=0)(batch, training=False)), batch)
     np.testing.assert_array_equal(np.asarray(SyntheticGlasses(0.0, seed=0)(batch, training=True)), batch)
-    out = np.asarray(SyntheticGlasses(1.0, context=1.25, seed=0)(batch, training=True))
+    out = np.asarray(SyntheticGlasses(1.0, context=1.25, margin=margin, seed=0)(batch, training=True))
     assert out.shape == batch.shape and out.dtype == np.float32 and out.min() >= 0 and out.max() <= 255
     changed = np.abs(out - batch).max(axis=-1) > 1  # (12, 80, 80)
-    eye_row = int(round((0.5 + EYES_IN_FRAMING[0][1] / 1.25) * 80))  # ~ row 31 of 80
+    box_sides = (1 + 2 * margin) * 1.25  # the stored crop's side
+    eye_row = int(round((0.5 + EYES_IN_BOX[0][1] / box_sides) * 80))  # row 31 (margin 0.1), 33 (0.25)
     rows = changed.any(axis=2).mean(axis=0)  # share of samples changed in each row
     assert rows[eye_row - 6 : eye_row + 6].max() == 1.0  # every sample has glasses at eye height
-    assert rows[55:].max() == 0.0 and rows[:12].max() == 0.0  # nothing on the mouth, chin or hair top
-    again = np.asarray(SyntheticGlasses(1.0, context=1.25, seed=0)(batch, training=True))
+    below = int(round((0.5 + 0.1 / box_sides) * 80))  # a tenth of a box side below its centre: the nose
+    above = int(round((0.5 - 0.42 / box_sides) * 80))  # above the brows
+    assert rows[below:].max() == 0.0 and rows[:above].max() == 0.0  # nothing on mouth, chin or hair
+    columns = changed.any(axis=1).mean(axis=0)
+    reach = int(round((0.5 + 0.6 / box_sides) * 80))  # the arms end about at the ears
+    assert columns[reach:].max() == 0.0 and columns[: 80 - reach].max() == 0.0
+    again = np.asarray(SyntheticGlasses(1.0, context=1.25, margin=margin, seed=0)(batch, training=True))
     np.testing.assert_array_equal(out, again)  # seeded
 
 

@@ -39,10 +39,10 @@ _JPEG_CHROMA = np.full((8, 8), 99, np.float32)
 _JPEG_CHROMA[:4, :4] = np.array([17, 18, 24, 47, 18, 21, 26, 66, 24, 26, 56, 99, 47, 66, 99, 99]).reshape(4, 4)
 GREY_WEIGHTS = (0.299, 0.587, 0.114)
 CLEAN_SHARE = 0.2  # samples left without photometric corruption
-# Where the eyes sit in the card's framing (margin 0.1 around the BlazeFace box, eyes levelled),
-# as offsets from the framing's centre in framing sides: the mean over 299 training photos,
-# spread 0.02 (`python bench/glasses.py --measure-eyes`). Right eye (image left) first.
-EYES_IN_FRAMING = ((-0.153, -0.134), (0.178, -0.134))
+# Where the eyes sit around the squared BlazeFace box (eyes levelled), as offsets from its
+# centre in box sides: the mean over 299 training photos, spread 0.02-0.03
+# (`python bench/glasses.py --measure-eyes`). Right eye (image left) first.
+EYES_IN_BOX = ((-0.183, -0.161), (0.213, -0.161))
 
 
 def dct_matrix(n: int = 8) -> np.ndarray:
@@ -295,24 +295,29 @@ class SyntheticGlasses(layers.Layer):
     Args:
         share: chance that a sample gets glasses while training (0 draws none).
         context: how much wider than the card's framing the stored crops are (as
-            `CameraAugment`'s ``context``): places the eyes.
+            `CameraAugment`'s ``context``).
+        margin: the card's crop margin around the squared box. With ``context`` it
+            places the eyes (`EYES_IN_BOX`) in the stored crop.
         seed: seeds the layer's random stream.
 
     Input and output: (B, S, S, 3) RGB values 0-255, float32; unchanged at inference.
     """
 
-    def __init__(self, share: float, context: float = 1.25, seed=None, **kwargs):
+    def __init__(self, share: float, context: float = 1.25, margin: float = 0.1, seed=None, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"glasses share must be in [0, 1], got {share}")
         if not 1.0 <= context <= 2.0:
             raise ValueError(f"context must be in [1, 2], got {context}")
-        self.share, self.context, self.seed = float(share), float(context), seed
+        if not 0.0 <= margin <= 2.0:
+            raise ValueError(f"margin must be in [0, 2], got {margin}")
+        self.share, self.context, self.margin, self.seed = float(share), float(context), float(margin), seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def get_config(self) -> dict:  # noqa: D102
-        return super().get_config() | {"share": self.share, "context": self.context, "seed": self.seed}
+        return super().get_config() | {"share": self.share, "context": self.context, "margin": self.margin,
+                                       "seed": self.seed}
 
     def compute_output_shape(self, input_shape):  # noqa: D102
         return input_shape
@@ -328,14 +333,15 @@ class SyntheticGlasses(layers.Layer):
         grid = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5  # crop units from the centre
         u = ops.reshape(ops.convert_to_tensor(grid), (1, 1, size, 1))
         v = ops.reshape(ops.convert_to_tensor(grid), (1, size, 1, 1))
-        (right_u, eye_v), (left_u, _) = ((a / self.context, b / self.context) for a, b in EYES_IN_FRAMING)
+        box_sides = (1 + 2 * self.margin) * self.context  # the stored crop's side in box sides
+        (right_u, eye_v), (left_u, _) = ((a / box_sides, b / box_sides) for a, b in EYES_IN_BOX)
         eye_distance = left_u - right_u
         middle = (right_u + left_u) / 2 + self._uniform(batch, -0.01, 0.01)
         eye_v = eye_v + self._uniform(batch, -0.015, 0.02)
         half_gap = eye_distance / 2 * self._uniform(batch, 0.95, 1.08)
         rx = eye_distance * self._uniform(batch, 0.36, 0.5)  # lens half-width
         ry = rx * self._uniform(batch, 0.55, 0.9)
-        width = self._uniform(batch, 0.006, 0.018)  # rim thickness, crop units
+        width = eye_distance * self._uniform(batch, 0.023, 0.068)  # rim thickness
         rims, lenses = 0.0, 0.0
         for centre_u in (middle - half_gap, middle + half_gap):
             r = ops.sqrt(((u - centre_u) / rx) ** 2 + ((v - eye_v) / ry) ** 2)  # 1 on the rim

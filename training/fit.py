@@ -115,7 +115,8 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
     x = inputs
     glasses = config.get("glasses_share", 0.0) if config["augment"] else 0.0  # runs before it had none
     if glasses > 0:  # drawn on the stored crop, so that CameraAugment's roll and zoom move them too
-        x = SyntheticGlasses(glasses, context, seed=config["seed"], name="glasses")(x)
+        margin = config.get("crop", {}).get("margin", 0.1)
+        x = SyntheticGlasses(glasses, context, margin, seed=config["seed"], name="glasses")(x)
     strength = config["augment_strength"] if config["augment"] else 0.0
     x = CameraAugment(size, context, strength, seed=config["seed"], name="camera_augment")(x)
     trainer = keras.Model(inputs, regressor(x), name="trainer")
