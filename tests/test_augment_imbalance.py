@@ -208,6 +208,38 @@ def test_synthetic_glasses_sit_on_the_eyes_and_nowhere_else(faces80, margin):
     np.testing.assert_array_equal(out, again)  # seeded
 
 
+def test_two_view_loss_counts_each_views_error_and_their_gap():
+    from training.model import two_view_loss
+
+    y_true = np.array([12.0, 30.0], np.float32)
+    y_pred = np.array([[10.0, 14.0], [30.0, 30.0]], np.float32)
+    # view errors 4 and 4 (mean 4), gap 16; a sample whose views agree on the truth costs 0
+    np.testing.assert_allclose(np.asarray(two_view_loss(0.5)(y_true, y_pred)), [4 + 0.5 * 16, 0.0])
+    np.testing.assert_allclose(np.asarray(two_view_loss(0.0)(y_true, y_pred)), [4.0, 0.0])
+
+
+def test_consistency_trains_on_two_independent_views_and_predicts_the_framing():
+    from training.augment import CameraAugment
+    from training.fit import build_training_model
+
+    config = {"image_size": 32, "weights": "none", "augment": True, "augment_strength": 1.0, "seed": 0,
+              "glasses_share": 0.25, "consistency": 1.0}
+    regressor, trainer = build_training_model(config, 1.25, 1e-3, 30.0)
+    names = [layer.name for layer in trainer.layers]
+    assert {"camera_augment", "camera_augment_2", "glasses", "glasses_2"} <= set(names)
+    crops = np.random.default_rng(0).uniform(0, 255, (8, 40, 40, 3)).astype(np.float32)
+    views = np.asarray(trainer(crops, training=True))
+    assert views.shape == (8, 2) and np.abs(views[:, 0] - views[:, 1]).max() > 1e-3  # corrupted apart
+    framed = np.asarray(trainer(crops, training=False))
+    np.testing.assert_allclose(framed[:, 0], framed[:, 1])  # at inference both are the framing
+    np.testing.assert_allclose(framed[:, :1], np.asarray(regressor(CameraAugment(32, 1.25)(crops))), rtol=1e-5)
+    history = trainer.fit(crops, np.linspace(10, 60, 8, dtype=np.float32)[:, None], sample_weight=np.ones(8, np.float32),
+                          batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0]) and np.isfinite(history.history["mae"][0])
+    _, one_view = build_training_model(config | {"consistency": 0.0}, 1.25, 1e-3, 30.0)
+    assert "camera_augment_2" not in [layer.name for layer in one_view.layers]
+
+
 def test_glasses_share_puts_the_glasses_layer_before_camera_augment():
     from training.fit import build_training_model
 

@@ -59,6 +59,9 @@ def register(group: click.Group) -> None:
                   help="Rare ages weigh more (label-distribution smoothing); 0 turns it off.")
     @click.option("--source-weight-power", default=0.5, show_default=True, type=float,
                   help="Small sources weigh more per photo (count ** -power); 0 turns it off.")
+    @click.option("--consistency", default=0.0, show_default=True, type=float,
+                  help="Corrupt each crop twice; weight of the squared gap between the two estimates "
+                       "in the loss (texture and light must not change the age); 0: one view.")
     @click.option("--max-images", default=0, show_default=True, type=int,
                   help="Use only the first N images of each source (smoke runs); 0 uses all.")
     @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")

@@ -99,7 +99,9 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
     """(regressor, trainer): the trainer puts `CameraAugment` in front of the regressor.
 
     The regressor is what gets exported; the trainer takes the pack's wider crops, corrupts
-    them while training and cuts their centre (the card's framing) otherwise.
+    them while training and cuts their centre (the card's framing) otherwise. With
+    ``consistency`` > 0 it corrupts each crop twice, independently, and estimates both
+    views, (B, 2), for `training.model.two_view_loss`.
     """
     import keras
 
@@ -112,15 +114,21 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
         regressor.set_weights(load_regressor(config["init_model"], size).get_weights())
     stored = int(round(size * context))
     inputs = keras.Input((stored, stored, 3), name="stored_crop")
-    x = inputs
     glasses = config.get("glasses_share", 0.0) if config["augment"] else 0.0  # runs before it had none
-    if glasses > 0:  # drawn on the stored crop, so that CameraAugment's roll and zoom move them too
-        margin = config.get("crop", {}).get("margin", 0.1)
-        x = SyntheticGlasses(glasses, context, margin, seed=config["seed"], name="glasses")(x)
+    margin = config.get("crop", {}).get("margin", 0.1)
     strength = config["augment_strength"] if config["augment"] else 0.0
-    x = CameraAugment(size, context, strength, seed=config["seed"], name="camera_augment")(x)
-    trainer = keras.Model(inputs, regressor(x), name="trainer")
-    compile_model(trainer, lr)
+    consistency = config.get("consistency", 0.0)  # runs before it had one view
+    estimates = []
+    for view in range(2 if consistency > 0 else 1):
+        seed, suffix = config["seed"] + view, "_2" * view
+        x = inputs
+        if glasses > 0:  # drawn on the stored crop, so that CameraAugment's roll and zoom move them too
+            x = SyntheticGlasses(glasses, context, margin, seed=seed, name="glasses" + suffix)(x)
+        x = CameraAugment(size, context, strength, seed=seed, name="camera_augment" + suffix)(x)
+        estimates.append(regressor(x))
+    output = keras.layers.Concatenate(name="views")(estimates) if len(estimates) > 1 else estimates[0]
+    trainer = keras.Model(inputs, output, name="trainer")
+    compile_model(trainer, lr, consistency)
     return regressor, trainer
 
 
@@ -171,7 +179,7 @@ def _probe_seconds_per_step(config: dict, pack: CropPack, context: float, steps:
     batch = config["batch_size"]
     n = min(len(pack), batch * steps)
     _, trainer = build_training_model(config, context, 1e-4, 30.0)
-    x, y = pack.images[:n], pack.age_years[:n].astype(np.float32)
+    x, y = pack.images[:n], pack.age_years[:n].astype(np.float32)[:, None]
     started = time.monotonic()
     trainer.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
     first = time.monotonic() - started
@@ -252,10 +260,11 @@ def fit_run(
     fill = np.random.default_rng(config["seed"]).choice(len(train), -len(train) % config["batch_size"])
     order = np.concatenate([np.arange(len(train)), fill])
     started = time.monotonic()
+    # Labels as (N, 1): they broadcast over a two-view trainer's (N, 2) estimates.
     trainer.fit(
-        train.images[order], train.age_years[order].astype(np.float32), sample_weight=weights[order],
+        train.images[order], train.age_years[order].astype(np.float32)[:, None], sample_weight=weights[order],
         batch_size=config["batch_size"], epochs=epochs,
-        validation_data=(val.images, val.age_years.astype(np.float32)),
+        validation_data=(val.images, val.age_years.astype(np.float32)[:, None]),
         callbacks=all_callbacks, verbose=1 if sys.stderr.isatty() else 2, shuffle=True,
     )
     seconds = time.monotonic() - started

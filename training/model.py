@@ -121,11 +121,30 @@ def build_model(
     return model
 
 
-def compile_model(model: keras.Model, learning_rate) -> None:
-    """MSE loss, Adam, MAE metric: the original notebooks' recipe."""
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="mse", metrics=["mae"]
-    )
+def two_view_loss(consistency: float):
+    """Loss of a trainer that estimates two augmented views of each crop, (B, 2).
+
+    Each view's squared error, averaged, plus ``consistency`` times the squared gap between
+    the two estimates: texture, light and glasses that differ between the views must not
+    change the age. Per sample, so sample weights apply.
+    """
+
+    def loss(y_true, y_pred):
+        y_pred = ops.cast(y_pred, "float32")
+        y_true = ops.reshape(ops.cast(y_true, "float32"), (-1, 1))
+        return ops.mean(ops.square(y_pred - y_true), axis=-1) + consistency * ops.square(y_pred[:, 0] - y_pred[:, 1])
+
+    return loss
+
+
+def compile_model(model: keras.Model, learning_rate, consistency: float = 0.0) -> None:
+    """MSE loss, Adam, MAE metric: the original notebooks' recipe.
+
+    With ``consistency`` > 0 the model estimates two views (`two_view_loss`); its MAE is
+    the mean over both.
+    """
+    loss = two_view_loss(consistency) if consistency > 0 else "mse"
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=loss, metrics=["mae"])
 
 
 def mirror_averaged(regressor: keras.Model) -> keras.Model:

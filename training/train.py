@@ -58,6 +58,8 @@ class TrainConfig:
         lds_sigma_years: label-distribution smoothing width for the age weights; 0 turns
             the weighting off (`training.imbalance`).
         source_weight_power: small sources weigh count ** -power more per photo; 0 off.
+        consistency: each crop is corrupted twice and the squared gap between the two
+            estimates weighs this much in the loss (`training.model.two_view_loss`); 0 off.
         max_images: use only the first N images of each source (quick smoke runs); 0 uses all.
         crop: how faces are cut (recorded in the card, replayed by the app).
         detector: finds the face in each photo: the app's own full-range model, on the
@@ -83,6 +85,7 @@ class TrainConfig:
     context: float = 1.25
     lds_sigma_years: float = 2.0
     source_weight_power: float = 0.5
+    consistency: float = 0.0
     max_images: int = 0
     crop: CropSettings = field(default_factory=lambda: CropSettings(align=True))
     detector: DetectorConfig = field(default_factory=lambda: PHOTO_DETECTOR)
@@ -104,6 +107,7 @@ class TrainConfig:
             ("context", self.context, 1 <= self.context <= 2, "in [1, 2]"),
             ("lds_sigma_years", self.lds_sigma_years, 0 <= self.lds_sigma_years <= 20, "in [0, 20]"),
             ("source_weight_power", self.source_weight_power, 0 <= self.source_weight_power <= 1, "in [0, 1]"),
+            ("consistency", self.consistency, 0 <= self.consistency <= 10, "in [0, 10]"),
             ("data", len(self.data_dirs), len(self.data_dirs) >= 1, "at least one folder"),
         ]
         for name, value, ok, allowed in checks:
