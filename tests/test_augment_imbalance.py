@@ -233,8 +233,8 @@ def test_consistency_trains_on_two_independent_views_and_predicts_the_framing():
     framed = np.asarray(trainer(crops, training=False))
     np.testing.assert_allclose(framed[:, 0], framed[:, 1])  # at inference both are the framing
     np.testing.assert_allclose(framed[:, :1], np.asarray(regressor(CameraAugment(32, 1.25)(crops))), rtol=1e-5)
-    history = trainer.fit(crops, np.linspace(10, 60, 8, dtype=np.float32)[:, None], sample_weight=np.ones(8, np.float32),
-                          batch_size=4, epochs=1, verbose=0)
+    ages = np.linspace(10, 60, 8, dtype=np.float32)[:, None]  # (N, 1), as training.fit passes them
+    history = trainer.fit(crops, ages, sample_weight=np.ones(8, np.float32), batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0]) and np.isfinite(history.history["mae"][0])
     _, one_view = build_training_model(config | {"consistency": 0.0}, 1.25, 1e-3, 30.0)
     assert "camera_augment_2" not in [layer.name for layer in one_view.layers]
