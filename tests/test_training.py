@@ -466,3 +466,34 @@ def test_till_frame_scores_each_photo_from_the_photo_and_from_a_till_frame(datas
     refused = subprocess.run([*bench, "--model", str(brightness_tflite), "--degrade", "fog"],
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "--degrade 'fog': expected none or one of" in refused.stderr
+
+
+def test_crop_border_measures_the_framing_outside_the_photo_and_what_the_model_reads_there(
+        datasets, brightness_tflite, tmp_path):
+    """bench/crop_border.py: close-ups whose framing runs off the photo, filled three ways."""
+    wide = tmp_path / "wide" / brightness_tflite.name  # the model with a card framing far beyond the face
+    wide.parent.mkdir()
+    shutil.copy(brightness_tflite, wide)
+    card = json.loads(brightness_tflite.with_suffix(".json").read_text())
+    card["crop"]["margin"] = 1.0
+    wide.with_suffix(".json").write_text(json.dumps(card))
+    bench = [sys.executable, str(PROJECT_ROOT / "bench" / "crop_border.py"), "--data", str(datasets["utkface"]),
+             "--model", str(wide)]
+    done = subprocess.run([*bench, "--per-source", "0", "--margins", "0", "0.5", "1", "--out",
+                           str(tmp_path / "border.v1")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "border.v1.json").read_text())
+    assert result["settings"]["out"] == "border.v1" and result["settings"]["data"] == ["utkface"]
+    row = result["rows"]["all"]
+    assert row["faces"] == result["faces"] >= 4  # the validation part of 30 photos
+    outside = list(row["outside_share_mean"].values())  # wider framings run off the close-ups
+    assert outside[0] <= outside[1] < outside[2] and outside[2] > 0.2, outside
+    fills = row["fills"]
+    assert fills["edge"]["shift_years"]["mean"] == 0
+    # "Age" is 100 x brightness: black where the framing leaves the photo reads younger
+    assert fills["black"]["shift_years"]["mean"] < -0.5
+    assert fills["black"]["errors"]["mae"] != fills["edge"]["errors"]["mae"]
+    assert "| all |" in (tmp_path / "border.v1.md").read_text()
+    refused = subprocess.run([*bench, "--data", str(tmp_path / "nowhere")], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 1 and refused.stderr.startswith("error: ") and "Traceback" not in refused.stderr
