@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import write_report  # noqa: E402
 from training.evaluate import cell  # noqa: E402
 from training.metrics import paired_change  # noqa: E402
 
@@ -172,10 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     table = markdown(results, *(f"{p.parent.name}/{p.name}" for p in (args.before, args.after)))
     print(table, end="")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{args.out}.json").write_text(json.dumps(results, indent=2) + "\n")
-        Path(f"{args.out}.md").write_text(table)
+    write_report(args.out, table.rstrip("\n").split("\n"), results, indent=2)
     return 0
 
 

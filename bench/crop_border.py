@@ -17,7 +17,6 @@ no shift. Crops stay in memory: they are made from the datasets.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -28,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.per_customer import background  # noqa: E402
+from bench.report import public_settings, write_report  # noqa: E402
 from edge_app.age_model import AgeRegressor  # noqa: E402
 from edge_app.config import DEFAULT_AGE_MODEL, AgeModelConfig  # noqa: E402
 from edge_app.crop import CropSettings, crop_faces, square_boxes  # noqa: E402
@@ -105,8 +105,7 @@ def run(args: argparse.Namespace) -> None:
     sources, shares, box_sides = images.source[kept], np.array(shares), np.array(box_sides)
 
     result = {"model": Path(args.model).name, "crop": card.crop.to_dict(), "faces": len(kept), "rows": {},
-              "settings": vars(args) | {"model": Path(args.model).name, "data": [Path(d).name for d in args.data],
-                                        "out": args.out and Path(args.out).name}}
+              "settings": public_settings(args, "model", "data", "out")}
     for name in ["all", *dict.fromkeys(sources.tolist())]:
         mask = np.ones(len(kept), bool) if name == "all" else sources == name
         teens, adults = mask & (true >= 13) & (true < 18), mask & (true >= 25)
@@ -148,11 +147,7 @@ def run(args: argparse.Namespace) -> None:
         lines.append(f"| {name} | {row['faces']} | {row['box_side_of_photo_median']:.2f} | {outside} | {mae} "
                      f"| {bias} | {shifts[0]} | {shifts[1]} |")
     print("\n".join(lines))
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{out}.md").write_text("\n".join(lines) + "\n")
-        Path(f"{out}.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_report(args.out, lines, result)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ Crops stay in memory: they are made from the datasets.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import public_settings, write_report  # noqa: E402
 from edge_app.age_model import AgeRegressor  # noqa: E402
 from edge_app.config import DEFAULT_AGE_MODEL, AgeModelConfig  # noqa: E402
 from edge_app.crop import eye_angles_deg  # noqa: E402
@@ -96,8 +96,7 @@ def main() -> None:
     true = images.age_years[kept].astype(np.float64)
     sources = images.source[kept]
     result = {"faces": len(kept), "model": Path(args.model).name, "rows": {},
-              "settings": vars(args) | {"model": Path(args.model).name,  # no local paths in docs
-                                        "out": args.out and Path(args.out).name}}
+              "settings": public_settings(args, "model", "out")}
     for name in ["all", *dict.fromkeys(sources.tolist())]:
         mask = np.ones(len(kept), bool) if name == "all" else sources == name
         row = {}
@@ -125,11 +124,7 @@ def main() -> None:
             f"| {cell(row['shift_years']['13-17'], '+.2f')} | {key[0]} → {key[1]} |"
         )
     print("\n".join(lines))
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{out}.md").write_text("\n".join(lines) + "\n")
-        Path(f"{out}.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_report(args.out, lines, result)
 
 
 if __name__ == "__main__":

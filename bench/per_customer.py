@@ -33,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import public_settings, write_report  # noqa: E402
 from edge_app.config import DEFAULT_AGE_MODEL  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
 from training.data import load_sources, read_rgb, select  # noqa: E402
@@ -193,13 +194,7 @@ def main() -> None:
     print("\n".join(lines))
     if args.customers:
         write_customers(Path(args.customers), customers)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{out}.md").write_text("\n".join(lines) + "\n")
-        settings = vars(args) | {"model": Path(args.model).name,  # no local paths in docs
-                                 "customers": args.customers and Path(args.customers).name, "out": out.name}
-        Path(f"{out}.json").write_text(json.dumps({"rows": rows, "settings": settings}, indent=1) + "\n")
+    write_report(args.out, lines, {"rows": rows, "settings": public_settings(args, "model", "customers", "out")})
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Predictions (file names) go to a temporary folder, never into the project.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import write_report  # noqa: E402
 from training.degrade import DEGRADATIONS  # noqa: E402
 from training.evaluate import cell, evaluate  # noqa: E402
 
@@ -63,10 +63,6 @@ def main() -> None:
             print(f"{name}: MAE {report['errors']['mae']:.2f}, bias {report['errors']['bias']:+.2f}, key "
                   f"{cell(report['key']['age_13_17_flagged'], '.0%')} ({time.monotonic() - started:.0f} s)", flush=True)
     label = args.label or Path(args.model).name
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{out}.json").write_text(json.dumps({"model": label, "max_images": args.max_images,
-                                                    "seed": args.seed, "results": results}, indent=2) + "\n")
     header = ["condition", "photos", "MAE", "bias", "13–17 flagged*"]
     for name in sources:
         header += [f"{name} MAE", f"{name} 13–17*"]
@@ -79,8 +75,9 @@ def main() -> None:
     ]
     lines += [row("clean" if name == "none" else name, r, sources) for name, r in results.items()]
     lines += ["", "\\* 13–17 flagged when the cut flags 10% of adults 25+ (the product's key figure)."]
-    Path(f"{out}.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out}.md and {out}.json")
+    write_report(args.out, lines, {"model": label, "max_images": args.max_images, "seed": args.seed,
+                                   "results": results}, indent=2)
+    print(f"wrote {args.out}.md and {args.out}.json")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ dataset files, so they belong beside a run, not in the project.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.per_customer import background, customer_frames, customer_photo, till_writer  # noqa: E402
+from bench.report import public_settings, write_report  # noqa: E402
 from edge_app.age_model import AgeRegressor  # noqa: E402
 from edge_app.config import AgeModelConfig  # noqa: E402
 from edge_app.crop import crop_faces  # noqa: E402
@@ -161,14 +161,8 @@ def run(args: argparse.Namespace) -> None:
             for w, way in enumerate(WAYS):
                 stem = f"{name.removesuffix('.tflite').replace('/', '_')}_{way.replace(' ', '_')}"
                 write_predictions(folder / f"{stem}.csv", sources, files, true_years, estimates[:, m, w])
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{out}.md").write_text("\n".join(lines) + "\n")
-        predictions_dir = args.predictions_dir and Path(args.predictions_dir).name
-        settings = vars(args) | {"data": [Path(d).name for d in args.data], "model": names,  # no local paths
-                                 "out": out.name, "predictions_dir": predictions_dir}
-        Path(f"{out}.json").write_text(json.dumps({"rows": json_rows, "settings": settings}, indent=1) + "\n")
+    settings = public_settings(args, "data", "out", "predictions_dir") | {"model": names}
+    write_report(args.out, lines, {"rows": json_rows, "settings": settings})
 
 
 if __name__ == "__main__":

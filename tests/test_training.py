@@ -497,3 +497,21 @@ def test_crop_border_measures_the_framing_outside_the_photo_and_what_the_model_r
     refused = subprocess.run([*bench, "--data", str(tmp_path / "nowhere")], capture_output=True, text=True,
                              timeout=120)
     assert refused.returncode == 1 and refused.stderr.startswith("error: ") and "Traceback" not in refused.stderr
+
+
+def test_bench_reports_name_files_not_local_paths_and_keep_dotted_names(tmp_path):
+    from argparse import Namespace
+
+    from bench.report import public_settings, write_report
+
+    args = Namespace(model="/home/someone/runs/v5/age.tflite", data=["../shared/datasets/utkface", "/x/aaf"],
+                     customers=None, out=str(tmp_path / "docs" / "paired_margin6.92"), seed=0)
+    settings = public_settings(args, "model", "data", "customers", "out")
+    assert settings == {"model": "age.tflite", "data": ["utkface", "aaf"], "customers": None,
+                        "out": "paired_margin6.92", "seed": 0}
+    assert args.model.startswith("/home")  # the arguments themselves are left as they were
+    write_report(args.out, ["| a |", "| --- |"], {"settings": settings})
+    assert (tmp_path / "docs" / "paired_margin6.92.md").read_text() == "| a |\n| --- |\n"
+    assert json.loads((tmp_path / "docs" / "paired_margin6.92.json").read_text()) == {"settings": settings}
+    write_report(None, ["ignored"], {})  # no --out: nothing written
+    assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == ["paired_margin6.92.json", "paired_margin6.92.md"]

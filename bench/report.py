@@ -1,0 +1,33 @@
+"""A bench's outputs: its markdown table as ``OUT.md`` and its figures as ``OUT.json``.
+
+These files go into ``docs/``, so they name files, never local paths (`public_settings`),
+and ``OUT`` keeps any dots in its name (``paired_margin6.92``): the suffixes are appended.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def public_settings(args: argparse.Namespace, *path_keys: str) -> dict:
+    """``vars(args)`` with each of ``path_keys`` (a path, a list of paths or None) cut to file names."""
+    settings = dict(vars(args))
+    for key in path_keys:
+        value = settings[key]
+        if isinstance(value, (list, tuple)):
+            settings[key] = [Path(v).name for v in value]
+        elif value is not None:
+            settings[key] = Path(value).name
+    return settings
+
+
+def write_report(out: str | Path | None, lines: list[str], result: dict, indent: int = 1) -> None:
+    """Write ``lines`` to ``OUT.md`` and ``result`` to ``OUT.json``; nothing when ``out`` is None."""
+    if out is None:
+        return
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{out}.md").write_text("\n".join(lines) + "\n")
+    Path(f"{out}.json").write_text(json.dumps(result, indent=indent) + "\n")
