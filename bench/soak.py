@@ -12,7 +12,6 @@ Markdown summary and writes ``OUT.json`` (every sample) and ``OUT.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import signal
@@ -26,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import write_report  # noqa: E402
 from edge_app.config import DEFAULT_SAMPLE_CLIP  # noqa: E402
 
 
@@ -44,6 +44,10 @@ def main() -> None:
     parser.add_argument("--warm-up-s", type=float, default=60)
     parser.add_argument("--out", default=None, help="path without suffix for .json and .md")
     args = parser.parse_args()
+    if args.minutes * 60 < args.warm_up_s + 2 * args.every_s:
+        parser.error(f"--minutes {args.minutes:g} leaves no two samples after the {args.warm_up_s:g} s warm-up "
+                     f"(one every {args.every_s:g} s); expected at least "
+                     f"{(args.warm_up_s + 2 * args.every_s) / 60:.2f} minutes or a shorter --warm-up-s")
     with tempfile.TemporaryDirectory() as tmp:
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(Path(tmp) / "notify.sock"))
@@ -98,11 +102,7 @@ def main() -> None:
         f"Memory growth after warm-up: {growth:+.1%}.",
     ]
     print("\n".join(lines))
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{out}.json").write_text(json.dumps({"summary": summary, "samples": samples}, indent=1) + "\n")
-        Path(f"{out}.md").write_text("\n".join(lines) + "\n")
+    write_report(args.out, lines, {"summary": summary, "samples": samples})
 
 
 if __name__ == "__main__":
