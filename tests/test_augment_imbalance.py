@@ -327,3 +327,61 @@ def test_compare_models_pairs_two_replays_of_the_same_customers(tmp_path):
     assert by_band["25+"] == {"band": "25+", "customers": 200, "flagged_before": 4, "flagged_after": 4,
                               "lost": 0, "gained": 0}  # only the 4 never estimated (fail-safe), both times
     assert "changed sides" in (tmp_path / "paired_margin6.92.md").read_text()
+
+
+def test_pack_keeps_where_each_photo_ends(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (3, 80, 80, 3), dtype=np.uint8)
+    inside = np.full((3, 80, 80), 255, np.uint8)
+    inside[0, :, :20] = 0  # the photo ends a quarter in from the left
+    inside[1, 60:] = 0  # ... a quarter up from the bottom
+    labels = [np.arange(3.0), np.array(["a"] * 3), np.array(["train", "val", "train"]), *[np.array(["x"] * 3)] * 3]
+    for codec in ("jpg", "webp"):
+        pack = CropPack(images, *labels, meta={"size": 80}, inside=inside)
+        back = load_pack(save_pack(tmp_path / f"{codec}.npz", pack, codec=codec))
+        assert back.inside.shape == inside.shape and back.inside.dtype == np.uint8
+        assert (back.inside[0, :, :16] == 0).all() and (back.inside[0, :, 24:] == 255).all()
+        assert (back.inside[1, 64:] == 0).all() and (back.inside[1, :56] == 255).all()
+        assert (back.inside[2] == 255).all()
+        np.testing.assert_array_equal(back.subset(np.array([2, 0])).inside, back.inside[[2, 0]])
+    plain = load_pack(save_pack(tmp_path / "plain.npz", CropPack(images, *labels, meta={"size": 80})))
+    assert plain.inside is None and plain.subset(np.array([0])).inside is None
+
+
+def test_border_fill_replaces_only_what_lies_outside_the_photo():
+    from training.augment import BorderFill
+
+    rng = np.random.default_rng(0)
+    rgb = rng.uniform(0, 255, (6, 40, 40, 3)).astype(np.float32)
+    inside = np.full((6, 40, 40, 1), 255.0, np.float32)
+    inside[:, :, :10] = 0.0  # the framing left the photo on the left: a quarter of each crop
+    x = np.concatenate([rgb, inside], axis=-1)
+    np.testing.assert_array_equal(np.asarray(BorderFill(1.0, seed=0)(x, training=False)), rgb)  # inference
+    np.testing.assert_array_equal(np.asarray(BorderFill(0.0, seed=0)(x, training=True)), rgb)
+    out = np.asarray(BorderFill(1.0, seed=0)(x, training=True))
+    assert out.shape == rgb.shape and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, :, 10:], rgb[:, :, 10:])  # the photo itself is kept
+    assert (np.abs(out[:, :, :10] - rgb[:, :, :10]).mean(axis=(1, 2, 3)) > 5).all()  # every outside is new
+    np.testing.assert_array_equal(out, np.asarray(BorderFill(1.0, seed=0)(x, training=True)))  # seeded
+    whole = np.concatenate([rgb, np.full_like(inside, 255.0)], axis=-1)  # a photo that holds its framing
+    np.testing.assert_array_equal(np.asarray(BorderFill(1.0, seed=0)(whole, training=True)), rgb)
+
+
+def test_border_fill_comes_first_and_needs_the_packs_record_of_the_photo():
+    from edge_app.errors import AgecheckError
+    from training.fit import build_training_model, model_inputs
+    from training.pack import CropPack
+
+    config = {"image_size": 32, "weights": "none", "augment": True, "augment_strength": 1.0, "seed": 0,
+              "glasses_share": 0.25, "border_fill": 0.5}
+    _, trainer = build_training_model(config, 1.25, 1e-3, 30.0)
+    assert trainer.input_shape == (None, 40, 40, 4)
+    names = [layer.name for layer in trainer.layers]
+    assert names.index("border_fill") < names.index("glasses") < names.index("camera_augment")
+    labels = [np.zeros(2), np.array(["a", "a"]), np.array(["train", "val"]), *[np.array(["x", "x"])] * 3]
+    images = np.zeros((2, 40, 40, 3), np.uint8)
+    with_record = CropPack(images, *labels, inside=np.full((2, 40, 40), 255, np.uint8))
+    assert model_inputs(with_record, config).shape == (2, 40, 40, 4)
+    assert model_inputs(with_record, config | {"border_fill": 0.0}).shape == (2, 40, 40, 3)
+    with pytest.raises(AgecheckError, match="no record of where each photo ends"):
+        model_inputs(CropPack(images, *labels), config)

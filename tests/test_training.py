@@ -14,6 +14,7 @@ from edge_app.age_model import AgeRegressor
 from edge_app.cli import main
 from edge_app.config import PROJECT_ROOT, AgeModelConfig
 from training.data import load_labels, split_indices
+from training.pack import load_pack
 
 pytestmark = pytest.mark.slow
 
@@ -193,8 +194,10 @@ def test_evaluate_bad_options_are_one_clear_error(utk_run, datasets, tmp_path, a
 def test_train_on_several_sources_reports_each(tmp_path, datasets):
     run = tmp_path / "run"
     result = ok(invoke("train", "--data", datasets["utkface"], "--data", datasets["seeds"], "--out", run,
-                       "--val-fraction", "0.3", *TINY))
+                       "--val-fraction", "0.3", "--border-fill", "0.5", *TINY))
     report = json.loads((run / "report.json").read_text())
+    inside = load_pack(run / "crops.npz").inside  # the pack records where each photo ends, for --border-fill
+    assert inside.shape == (60, 40, 40) and (inside[:, 15:25, 15:25] == 255).all()
     assert set(report["per_source"]) == {"utkface", "seeds"}
     assert report["pack"]["sources"]["seeds"]["photos"] == report["pack"]["sources"]["utkface"]["photos"] == 30
     for name in ("utkface", "seeds"):
@@ -208,6 +211,7 @@ def test_train_on_several_sources_reports_each(tmp_path, datasets):
     card = json.loads(model.with_suffix(".json").read_text())  # --data defaults to the run's own sources
     assert [s["name"] for s in card["training_data"]["sources"]] == ["utkface", "seeds"]
     assert set(card["camera"]["by_source"]) == {"utkface", "seeds"}
+    assert card["training"]["border_fill"] == 0.5
 
     report_path, markdown = tmp_path / "r.json", tmp_path / "r.md"
     result = ok(invoke("evaluate", "--model", model, "--data", datasets["utkface"], "--data", datasets["seeds"],
@@ -515,3 +519,22 @@ def test_bench_reports_name_files_not_local_paths_and_keep_dotted_names(tmp_path
     assert json.loads((tmp_path / "docs" / "paired_margin6.92.json").read_text()) == {"settings": settings}
     write_report(None, ["ignored"], {})  # no --out: nothing written
     assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == ["paired_margin6.92.json", "paired_margin6.92.md"]
+
+
+def test_crops_record_where_their_framing_left_the_photo(datasets):
+    from edge_app.crop import CropSettings
+    from training.data import load_crops, load_sources
+    from training.train import PHOTO_CANVAS, PHOTO_DETECTOR
+
+    images = load_sources([str(datasets["utkface"])], 0.2, 42)
+    wide = CropSettings(margin=0.8, pad="edge", align=True)  # framings far beyond the close-ups
+    found = load_crops(images, 48, wide, PHOTO_DETECTOR, canvas=PHOTO_CANVAS, with_inside=True)
+    rgb, inside = found.images[..., :3], found.images[..., 3]
+    assert found.images.shape[-1] == 4 and len(found.index) == len(images.paths)
+    black = load_crops(images, 48, CropSettings(0.8, "constant", True), PHOTO_DETECTOR, canvas=PHOTO_CANVAS).images
+    np.testing.assert_array_equal(rgb, load_crops(images, 48, wide, PHOTO_DETECTOR, canvas=PHOTO_CANVAS).images)
+    assert 0.05 < (inside < 128).mean() < 0.95  # the framings run off the photos, in part
+    # where the record says "outside", a black-padded cut is black; inside, it is the photo
+    assert (black[inside == 0] == 0).all()
+    solid = inside == 255
+    assert np.abs(black[solid].astype(int) - rgb[solid].astype(int)).max() <= 1

@@ -12,7 +12,9 @@ the corruptions of a till camera and of old photos, each sample drawing its own:
   equalisation, motion blur, downscaling, sensor noise, film grain, JPEG blocks (an 8x8 DCT quantiser).
 
 `SyntheticGlasses`, before it on ``--glasses-share`` of the crops (0.25 by default), draws spectacles on
-the eyes: the shipped model reads glasses as age (`bench/glasses.py`).
+the eyes: the shipped model reads glasses as age (`bench/glasses.py`). `BorderFill`, first of
+all on ``--border-fill`` of the crops (off by default), puts varied content where a crop's
+framing left its photo: the shipped model reads UTKFace's replicated chip edges (`bench/crop_border.py`).
 
 Written in ``keras.ops`` so that the same layer runs in ``tf.data`` on a CPU and inside the
 jitted train step of the JAX or PyTorch backend on a GPU machine without TensorFlow. At
@@ -361,3 +363,52 @@ class SyntheticGlasses(layers.Layer):
         drawn = drawn + frame * opacity * (colour - drawn)
         chosen = ops.cast(self._uniform(batch, 0.0, 1.0) < self.share, "float32")
         return ops.clip(x + chosen * (drawn - x), 0.0, 255.0)
+
+
+class BorderFill(layers.Layer):
+    """Varied content where a stored crop's framing left its photo.
+
+    Where the framing runs off a photo, crops are filled with the photo's replicated edge
+    pixels. UTKFace's tight chips need that on a quarter of every framing, camera frames
+    and the other sources almost never, and the shipped model learnt to read the streaks
+    (`bench/crop_border.py`: set into a background instead, UTKFace's adults read a year
+    younger). While training, on ``share`` of the samples, this replaces that outside by
+    another sample's crop (the surroundings of another photo) or a smooth random colour
+    field, so that the border stops telling the source.
+
+    Args:
+        share: chance that a sample's outside is filled while training (0: never).
+        seed: seeds the layer's random stream.
+
+    Input: (B, S, S, 4): RGB values 0-255 and, last, how much of each pixel lies inside the
+    photo (0-255, from `training.pack.CropPack.inside`). Output: (B, S, S, 3) float32 RGB;
+    at inference the RGB unchanged.
+    """
+
+    def __init__(self, share: float, seed=None, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"border fill share must be in [0, 1], got {share}")
+        self.share, self.seed = float(share), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def get_config(self) -> dict:  # noqa: D102
+        return super().get_config() | {"share": self.share, "seed": self.seed}
+
+    def compute_output_shape(self, input_shape):  # noqa: D102
+        return (*input_shape[:-1], 3)
+
+    def call(self, inputs, training=False):  # noqa: D102
+        x = ops.cast(inputs[..., :3], "float32")
+        if not training or self.share == 0:
+            return x
+        batch, size = ops.shape(x)[0], ops.shape(x)[1]
+        outside = 1.0 - ops.cast(inputs[..., 3:], "float32") / 255.0
+        other = ops.roll(x, 1, axis=0)  # another photo's crop: its own surroundings
+        coarse = keras.random.uniform((batch, 3, 3, 3), 30.0, 220.0, seed=self.seed_generator)
+        smooth = ops.image.resize(coarse, (size, size), interpolation="bilinear")
+        pick = keras.random.uniform((batch, 1, 1, 1), seed=self.seed_generator)
+        fill = ops.where(pick < 0.6, other, smooth)
+        chosen = ops.cast(keras.random.uniform((batch, 1, 1, 1), seed=self.seed_generator) < self.share, "float32")
+        return x + chosen * outside * (fill - x)

@@ -59,6 +59,9 @@ def register(group: click.Group) -> None:
                   help="Rare ages weigh more (label-distribution smoothing); 0 turns it off.")
     @click.option("--source-weight-power", default=0.5, show_default=True, type=float,
                   help="Small sources weigh more per photo (count ** -power); 0 turns it off.")
+    @click.option("--border-fill", default=0.0, show_default=True, type=float,
+                  help="Share of crops whose framing, where it leaves the photo, is filled with varied "
+                       "content instead of replicated edges (training/augment.py BorderFill); 0: never.")
     @click.option("--consistency", default=0.0, show_default=True, type=float,
                   help="Corrupt each crop twice; weight of the squared gap between the two estimates "
                        "in the loss (texture and light must not change the age); 0: one view.")

@@ -267,7 +267,8 @@ class Crops:
     """Model inputs made from a `LabelledImages`.
 
     Attributes:
-        images: (m, S, S, 3) uint8 RGB crops of the readable images.
+        images: (m, S, S, 3) uint8 RGB crops of the readable images (with `load_crops`'s
+            ``with_inside``, a fourth channel: where each crop shows its photo).
         index: (m,) positions of those images in the source `LabelledImages`.
         unreadable: paths that could not be decoded (skipped).
         no_face: paths where no face was found (used whole, or skipped with ``require_face``).
@@ -320,6 +321,7 @@ def iter_face_crops(
     require_face: bool = False,
     canvas: float = 1.0,
     degradation: tuple[str, int] | None = None,
+    with_inside: bool = False,
 ) -> Iterator[tuple[int, np.ndarray | None, str]]:
     """Yield ``(position, crop, status)``, status ``ok``, ``no_face`` or ``unreadable``.
 
@@ -327,7 +329,8 @@ def iter_face_crops(
     by the app's ``crop_faces``, so training crops look like live crops. The most confident
     face is used; photos with none are used whole (already-cropped datasets) unless
     ``require_face``. ``degradation`` (name, seed) corrupts each photo first
-    (`training.degrade`), before detection, as a camera would.
+    (`training.degrade`), before detection, as a camera would. ``with_inside`` adds a fourth
+    channel: 255 where the crop shows the photo, 0 where its framing left the photo.
     """
     from training.degrade import degrade
 
@@ -341,12 +344,28 @@ def iter_face_crops(
                 rgb = degrade(rgb, degradation[0], degradation[1], path.name)
             best = most_confident(detect_in_photo(detector, rgb, canvas))
             if best is not None:
-                yield position, crop_faces(rgb, best.xyxy, size, crop, best.keypoints)[0], "ok"
+                face = crop_faces(rgb, best.xyxy, size, crop, best.keypoints)[0]
+                if with_inside:
+                    face = np.dstack([face, inside_photo(rgb.shape, best, size, crop)])
+                yield position, face, "ok"
             elif require_face:
                 yield position, None, "no_face"
             else:
                 whole = np.array([[0, 0, rgb.shape[1], rgb.shape[0]]], np.float32)
-                yield position, crop_faces(rgb, whole, size, CropSettings(0.0, crop.pad))[0], "no_face"
+                face = crop_faces(rgb, whole, size, CropSettings(0.0, crop.pad))[0]
+                if with_inside:
+                    face = np.dstack([face, np.full(face.shape[:2], 255, np.uint8)])
+                yield position, face, "no_face"
+
+
+def inside_photo(shape: tuple[int, ...], face: Faces, size: int, crop: CropSettings) -> np.ndarray:
+    """(size, size) uint8: 255 where ``face``'s crop from a photo of ``shape`` shows the photo, 0 beyond it.
+
+    The same `crop_faces` geometry cuts a white photo padded with black.
+    """
+    white = np.full((shape[0], shape[1], 3), 255, np.uint8)
+    settings = CropSettings(crop.margin, "constant", crop.align)
+    return crop_faces(white, face.xyxy, size, settings, face.keypoints)[0, :, :, 0]
 
 
 def load_crops(
@@ -359,14 +378,17 @@ def load_crops(
     progress: bool = False,
     canvas: float = 1.0,
     degradation: tuple[str, int] | None = None,
+    with_inside: bool = False,
 ) -> Crops:
     """Decode, detect and crop every image once, keeping uint8 crops in memory.
 
     With ``cache_dir`` the crops are saved there (never inside the project: they are
     derived from the dataset) and reused when the same images and settings come again.
+    ``with_inside``: see `iter_face_crops` (the crops then have four channels).
     """
+    settings = (size, crop, detector_config, require_face, canvas, degradation)
     key = hashlib.sha256(
-        repr((size, crop, detector_config, require_face, canvas, degradation, [str(p) for p in images.paths])).encode()
+        repr((*settings, *(("inside",) if with_inside else ()), [str(p) for p in images.paths])).encode()
     ).hexdigest()[:16]
     cache = cache_dir / f"crops-{size}px-{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
@@ -375,10 +397,10 @@ def load_crops(
         return Crops(
             stored["images"], stored["index"], list(stored["unreadable"]), list(stored["no_face"])
         )
-    out = np.empty((len(images), size, size, 3), np.uint8)
+    out = np.empty((len(images), size, size, 4 if with_inside else 3), np.uint8)
     kept, unreadable, no_face = [], [], []
     for position, face, status in iter_face_crops(
-        images, size, crop, detector_config, require_face, canvas, degradation
+        images, size, crop, detector_config, require_face, canvas, degradation, with_inside
     ):
         if status == "unreadable":
             unreadable.append(str(images.paths[position]))

@@ -298,7 +298,7 @@ def export(
             } | {k: run_config.get(k)
                  for k in ("weights", "epochs", "batch_size", "learning_rate", "warmup_epochs", "augment",
                            "augment_strength", "glasses_share", "context", "lds_sigma_years",
-                           "source_weight_power", "consistency")}
+                           "source_weight_power", "consistency", "border_fill")}
               | _fine_tuned_from(run_config.get("init_model")),
             "validation": {
                 "split": "each source's own split where its layout has one, else a hash of seed and file name",

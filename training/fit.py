@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_app.errors import AgecheckError
 from training.imbalance import lds_weights, source_weights
 from training.pack import PACK_NAME, CropPack, load_pack
 
@@ -40,6 +41,20 @@ def sample_weights(pack: CropPack, lds_sigma_years: float, source_power: float) 
     if source_power > 0:
         weights *= source_weights(pack.source, source_power)
     return (weights / weights.mean()).astype(np.float32)
+
+
+def model_inputs(pack: CropPack, config: dict) -> np.ndarray:
+    """What the trainer takes: the crops, and with ``border_fill`` where each shows its photo.
+
+    Raises:
+        AgecheckError: if ``border_fill`` is on and the pack does not record where its photos end.
+    """
+    if config.get("border_fill", 0.0) <= 0:
+        return pack.images
+    if pack.inside is None:
+        raise AgecheckError("--border-fill: the crop pack has no record of where each photo ends (cropped before "
+                            "it was kept); expected a pack made by agecheck train --crops-only today")
+    return np.concatenate([pack.images, pack.inside[..., None]], axis=-1)
 
 
 def accelerator() -> str:
@@ -101,11 +116,12 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
     The regressor is what gets exported; the trainer takes the pack's wider crops, corrupts
     them while training and cuts their centre (the card's framing) otherwise. With
     ``consistency`` > 0 it corrupts each crop twice, independently, and estimates both
-    views, (B, 2), for `training.model.two_view_loss`.
+    views, (B, 2), for `training.model.two_view_loss`. With ``border_fill`` > 0 it takes a
+    fourth channel (`model_inputs`) for `training.augment.BorderFill`.
     """
     import keras
 
-    from training.augment import CameraAugment, SyntheticGlasses
+    from training.augment import BorderFill, CameraAugment, SyntheticGlasses
     from training.model import build_model, compile_model, load_regressor
 
     size = config["image_size"]
@@ -113,7 +129,8 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
     if config.get("init_model"):  # fine-tuning: the same architecture, an earlier run's weights
         regressor.set_weights(load_regressor(config["init_model"], size).get_weights())
     stored = int(round(size * context))
-    inputs = keras.Input((stored, stored, 3), name="stored_crop")
+    border_fill = config.get("border_fill", 0.0) if config["augment"] else 0.0
+    inputs = keras.Input((stored, stored, 4 if border_fill > 0 else 3), name="stored_crop")
     glasses = config.get("glasses_share", 0.0) if config["augment"] else 0.0  # runs before it had none
     margin = config.get("crop", {}).get("margin", 0.1)
     strength = config["augment_strength"] if config["augment"] else 0.0
@@ -122,6 +139,8 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
     for view in range(2 if consistency > 0 else 1):
         seed, suffix = config["seed"] + view, "_2" * view
         x = inputs
+        if border_fill > 0:
+            x = BorderFill(border_fill, seed=seed, name="border_fill" + suffix)(x)
         if glasses > 0:  # drawn on the stored crop, so that CameraAugment's roll and zoom move them too
             x = SyntheticGlasses(glasses, context, margin, seed=seed, name="glasses" + suffix)(x)
         x = CameraAugment(size, context, strength, seed=seed, name="camera_augment" + suffix)(x)
@@ -179,7 +198,8 @@ def _probe_seconds_per_step(config: dict, pack: CropPack, context: float, steps:
     batch = config["batch_size"]
     n = min(len(pack), batch * steps)
     _, trainer = build_training_model(config, context, 1e-4, 30.0)
-    x, y = pack.images[:n], pack.age_years[:n].astype(np.float32)[:, None]
+    part = pack.subset(np.arange(n))
+    x, y = model_inputs(part, config), part.age_years.astype(np.float32)[:, None]
     started = time.monotonic()
     trainer.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
     first = time.monotonic() - started
@@ -219,6 +239,7 @@ def fit_run(
     train, val = pack.subset(pack.split == "train"), pack.subset(pack.split == "val")
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"need crops in both splits, got {len(train)} train and {len(val)} validation")
+    train_x, val_x = model_inputs(train, config), model_inputs(val, config)
     weights = sample_weights(train, config["lds_sigma_years"], config["source_weight_power"])
     train_mean = float(np.average(train.age_years, weights=weights))
     dummy_mae = float(np.abs(val.age_years - train_mean).mean())
@@ -262,9 +283,9 @@ def fit_run(
     started = time.monotonic()
     # Labels as (N, 1): they broadcast over a two-view trainer's (N, 2) estimates.
     trainer.fit(
-        train.images[order], train.age_years[order].astype(np.float32)[:, None], sample_weight=weights[order],
+        train_x[order], train.age_years[order].astype(np.float32)[:, None], sample_weight=weights[order],
         batch_size=config["batch_size"], epochs=epochs,
-        validation_data=(val.images, val.age_years.astype(np.float32)[:, None]),
+        validation_data=(val_x, val.age_years.astype(np.float32)[:, None]),
         callbacks=all_callbacks, verbose=1 if sys.stderr.isatty() else 2, shuffle=True,
     )
     seconds = time.monotonic() - started
@@ -328,7 +349,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {run / need} does not exist; expected a run folder made by agecheck train",
                   file=sys.stderr)
             return 2
-    fit_run(run, args.resume, args.time_budget_s, backup=not args.no_backup)
+    try:
+        fit_run(run, args.resume, args.time_budget_s, backup=not args.no_backup)
+    except AgecheckError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -58,6 +58,9 @@ class TrainConfig:
         lds_sigma_years: label-distribution smoothing width for the age weights; 0 turns
             the weighting off (`training.imbalance`).
         source_weight_power: small sources weigh count ** -power more per photo; 0 off.
+        border_fill: share of training crops whose framing, where it left the photo, is
+            filled with varied content instead of replicated edges
+            (`training.augment.BorderFill`); needs a pack that records where each photo ends.
         consistency: each crop is corrupted twice and the squared gap between the two
             estimates weighs this much in the loss (`training.model.two_view_loss`); 0 off.
         max_images: use only the first N images of each source (quick smoke runs); 0 uses all.
@@ -86,6 +89,7 @@ class TrainConfig:
     lds_sigma_years: float = 2.0
     source_weight_power: float = 0.5
     consistency: float = 0.0
+    border_fill: float = 0.0
     max_images: int = 0
     crop: CropSettings = field(default_factory=lambda: CropSettings(align=True))
     detector: DetectorConfig = field(default_factory=lambda: PHOTO_DETECTOR)
@@ -108,6 +112,7 @@ class TrainConfig:
             ("lds_sigma_years", self.lds_sigma_years, 0 <= self.lds_sigma_years <= 20, "in [0, 20]"),
             ("source_weight_power", self.source_weight_power, 0 <= self.source_weight_power <= 1, "in [0, 1]"),
             ("consistency", self.consistency, 0 <= self.consistency <= 10, "in [0, 10]"),
+            ("border_fill", self.border_fill, 0 <= self.border_fill <= 1, "in [0, 1]"),
             ("data", len(self.data_dirs), len(self.data_dirs) >= 1, "at least one folder"),
         ]
         for name, value, ok, allowed in checks:
@@ -137,15 +142,16 @@ def make_pack(config: TrainConfig, cache_dir: Path) -> CropPack:
     for name in images.sources:
         part = images.subset(np.flatnonzero(images.source == name))
         crops = load_crops(part, config.stored_size, config.stored_crop, config.detector, cache_dir,
-                           progress=True, canvas=config.canvas)
+                           progress=True, canvas=config.canvas, with_inside=True)
         labels = part.subset(crops.index)
-        parts.append(CropPack(crops.images, labels.age_years, labels.source, labels.split, labels.gender,
-                              labels.race, np.array([p.name for p in labels.paths])))
+        parts.append(CropPack(crops.images[..., :3], labels.age_years, labels.source, labels.split, labels.gender,
+                              labels.race, np.array([p.name for p in labels.paths]), inside=crops.images[..., 3]))
         counts[name] = {"photos": len(part), "unreadable": len(crops.unreadable), "no_face_used_whole":
                         len(crops.no_face), "unreadable_files": [Path(p).name for p in crops.unreadable[:100]]}
         log.info("%s: %d photos, %d unreadable, %d without a detected face (used whole)",
                  name, len(part), len(crops.unreadable), len(crops.no_face))
-    pack = CropPack(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("images", *LABEL_FIELDS)))
+    pack = CropPack(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("images", *LABEL_FIELDS)),
+                    inside=np.concatenate([p.inside for p in parts]))
     if len(pack) == 0:
         raise AgecheckError(f"no readable images in {', '.join(config.data_dirs)}")
     pack.meta = {
