@@ -385,3 +385,6 @@ def test_border_fill_comes_first_and_needs_the_packs_record_of_the_photo():
     assert model_inputs(with_record, config | {"border_fill": 0.0}).shape == (2, 40, 40, 3)
     with pytest.raises(AgecheckError, match="no record of where each photo ends"):
         model_inputs(CropPack(images, *labels), config)
+    plain = config | {"augment": False}  # no augmentation, no fill: the trainer and its inputs agree
+    assert build_training_model(plain, 1.25, 1e-3, 30.0)[1].input_shape == (None, 40, 40, 3)
+    assert model_inputs(with_record, plain).shape == (2, 40, 40, 3)

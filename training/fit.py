@@ -43,13 +43,18 @@ def sample_weights(pack: CropPack, lds_sigma_years: float, source_power: float) 
     return (weights / weights.mean()).astype(np.float32)
 
 
+def border_fill(config: dict) -> float:
+    """The share of crops `training.augment.BorderFill` fills: none without augmentation."""
+    return config.get("border_fill", 0.0) if config["augment"] else 0.0
+
+
 def model_inputs(pack: CropPack, config: dict) -> np.ndarray:
-    """What the trainer takes: the crops, and with ``border_fill`` where each shows its photo.
+    """What the trainer takes: the crops, and with `border_fill` where each shows its photo.
 
     Raises:
-        AgecheckError: if ``border_fill`` is on and the pack does not record where its photos end.
+        AgecheckError: if `border_fill` is on and the pack does not record where its photos end.
     """
-    if config.get("border_fill", 0.0) <= 0:
+    if border_fill(config) <= 0:
         return pack.images
     if pack.inside is None:
         raise AgecheckError("--border-fill: the crop pack has no record of where each photo ends (cropped before "
@@ -129,8 +134,8 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
     if config.get("init_model"):  # fine-tuning: the same architecture, an earlier run's weights
         regressor.set_weights(load_regressor(config["init_model"], size).get_weights())
     stored = int(round(size * context))
-    border_fill = config.get("border_fill", 0.0) if config["augment"] else 0.0
-    inputs = keras.Input((stored, stored, 4 if border_fill > 0 else 3), name="stored_crop")
+    fill = border_fill(config)
+    inputs = keras.Input((stored, stored, 4 if fill > 0 else 3), name="stored_crop")
     glasses = config.get("glasses_share", 0.0) if config["augment"] else 0.0  # runs before it had none
     margin = config.get("crop", {}).get("margin", 0.1)
     strength = config["augment_strength"] if config["augment"] else 0.0
@@ -139,8 +144,8 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
     for view in range(2 if consistency > 0 else 1):
         seed, suffix = config["seed"] + view, "_2" * view
         x = inputs
-        if border_fill > 0:
-            x = BorderFill(border_fill, seed=seed, name="border_fill" + suffix)(x)
+        if fill > 0:
+            x = BorderFill(fill, seed=seed, name="border_fill" + suffix)(x)
         if glasses > 0:  # drawn on the stored crop, so that CameraAugment's roll and zoom move them too
             x = SyntheticGlasses(glasses, context, margin, seed=seed, name="glasses" + suffix)(x)
         x = CameraAugment(size, context, strength, seed=seed, name="camera_augment" + suffix)(x)
