@@ -508,7 +508,7 @@ def test_bench_reports_name_files_not_local_paths_and_keep_dotted_names(tmp_path
 
     from bench.report import public_settings, write_report
 
-    args = Namespace(model="/home/someone/runs/v5/age.tflite", data=["../shared/datasets/utkface", "/x/aaf"],
+    args = Namespace(model="/home/someone/runs/v5/age.tflite", data=["datasets/utkface", "/x/aaf"],
                      customers=None, out=str(tmp_path / "docs" / "paired_margin6.92"), seed=0)
     settings = public_settings(args, "model", "data", "customers", "out")
     assert settings == {"model": "age.tflite", "data": ["utkface", "aaf"], "customers": None,
