@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import write_report  # noqa: E402
 from training.evaluate import cell  # noqa: E402
-from training.metrics import paired_change  # noqa: E402
+from training.metrics import gate_flags, paired_change  # noqa: E402
 
 COLUMNS = ("source", "file_name", "real_age", "predicted_age")
 BANDS = (("under 18", 0, 18), ("13–17", 13, 18), ("18–24", 18, 25), ("25+", 25, 200))
@@ -61,8 +61,8 @@ def minors_flagged(true: np.ndarray, before: np.ndarray, after: np.ndarray, marg
                    threshold_age: float = 18.0) -> dict:
     """Minors each gate flags at its own margin, and how many went from flagged to not (lost) or back."""
     minors = true < threshold_age
-    was = before[minors] < threshold_age + margins[0]
-    now = after[minors] < threshold_age + margins[1]
+    was = gate_flags(before[minors], threshold_age, margins[0])
+    now = gate_flags(after[minors], threshold_age, margins[1])
     return {"minors": int(minors.sum()), "flagged_before": int(was.sum()), "flagged_after": int(now.sum()),
             "lost": int((was & ~now).sum()), "gained": int((~was & now).sum())}
 

@@ -43,6 +43,11 @@ def _share(mask: np.ndarray) -> float | None:
     return float(mask.mean()) if mask.size else None
 
 
+def gate_flags(predicted_years: np.ndarray, threshold_age: float, margin_years: float) -> np.ndarray:
+    """Which estimates the gate sends to an ID check: ``predicted < threshold_age + margin_years``."""
+    return np.asarray(predicted_years, np.float64) < threshold_age + margin_years
+
+
 def policy_shares(
     true_years: np.ndarray, predicted_years: np.ndarray, threshold_age: float, margin_years: float
 ) -> dict:
@@ -53,7 +58,7 @@ def policy_shares(
     flagged needlessly (lower is kinder to customers), with the group sizes.
     """
     true_years = np.asarray(true_years, np.float64)
-    flagged = np.asarray(predicted_years, np.float64) < threshold_age + margin_years
+    flagged = gate_flags(predicted_years, threshold_age, margin_years)
     groups = {
         "minors": true_years < threshold_age,
         "age_13_17": (true_years >= 13) & (true_years < 18),
