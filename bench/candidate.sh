@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Judges a candidate model against the shipped one, every check a candidate gets, in one go.
+#   bash bench/candidate.sh NAME RUN BASE_RUN DATA [DATA ...]
+#   e.g. bash bench/candidate.sh border_fill ~/.cache/agecheck-runs/v11 ~/.cache/agecheck-runs/v5-gpu \
+#            ../shared/datasets/{utkface,appa-real,aaf}
+# RUN: the candidate's run folder (model.keras, history.csv); BASE_RUN: the shipped model's run
+# folder, where bench/model_docs.sh left its prediction files (the till replay's are made
+# there once if missing). Writes docs/model/candidates/NAME.* (card, evaluations, paired
+# comparisons per photo, per till frame and per till customer, crop border, glasses); files
+# that name dataset photos (predictions, customers) stay in RUN and BASE_RUN. ~50 min on 2 cores.
+#
+# Every gate is compared at the shipped card's margin: a candidate that asks fewer minors at
+# the same margin is not shipped, whatever its per-photo figures ("96 px input" in docs/MODEL.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ $# -lt 4 ]; then
+    echo "usage: bash bench/candidate.sh NAME RUN BASE_RUN DATA [DATA ...]" >&2
+    exit 2
+fi
+NAME=$1 RUN=$2 BASE=$3
+shift 3
+DATA=()
+for d in "$@"; do DATA+=(--data "$d"); done
+BIN=${BIN:-.venv/bin}
+SHIPPED=${SHIPPED:-models/age_resnet50_int8.tflite}
+OUT=docs/model/candidates/$NAME
+for needed in "$RUN/model.keras" "$BASE/predictions_val_int8.csv" "$BASE/predictions_val_int8_camera.csv"; do
+    if [ ! -f "$needed" ]; then
+        echo "error: $needed: no such file; expected the candidate's model.keras in RUN and the shipped" \
+             "model's predictions from bench/model_docs.sh in BASE_RUN" >&2
+        exit 1
+    fi
+done
+mkdir -p "$(dirname "$OUT")" "$RUN/candidate"
+card() {  # card() CARD.json KEY [KEY ...]: one value of a model card
+    "$BIN/python" -c 'import functools, json, sys; print(functools.reduce(lambda d, k: d[k], sys.argv[2:], json.load(open(sys.argv[1]))))' "$@"
+}
+step() { echo; echo "== $NAME: $* ($(date +%H:%M))"; }
+
+MODEL=$RUN/candidate/age_resnet50_int8.tflite
+if [ ! -f "$MODEL" ]; then
+    step "export (int8, card; its margin measured under the camera mix)"
+    "$BIN/agecheck" export --model "$RUN/model.keras" "${DATA[@]}" --out "$MODEL"
+fi
+cp "${MODEL%.tflite}.json" "$OUT.card.json"
+[ -f "$RUN/history.csv" ] && cp "$RUN/history.csv" "$OUT.history.csv"
+BASE_MARGIN=$(card "${SHIPPED%.tflite}.json" mae)
+MARGIN=$(card "$OUT.card.json" mae)
+SEED=$(card "$OUT.card.json" validation seed)
+
+step "per photo, clean and under the camera mix (seed $SEED, as the card)"
+"$BIN/agecheck" evaluate --model "$MODEL" "${DATA[@]}" --split val --margin "$BASE_MARGIN" \
+    --predictions "$RUN/predictions_val_int8.csv" --report "$OUT.eval_val_int8.json"
+"$BIN/agecheck" evaluate --model "$MODEL" "${DATA[@]}" --split val --margin "$BASE_MARGIN" --degrade camera \
+    --seed "$SEED" --predictions "$RUN/predictions_val_int8_camera.csv" --report "$OUT.eval_val_int8_camera.json"
+for way in clean camera; do
+    file=predictions_val_int8$([ $way = camera ] && echo _camera).csv
+    "$BIN/python" bench/compare_models.py "$BASE/$file" "$RUN/$file" --margins "$BASE_MARGIN" "$BASE_MARGIN" \
+        --out "$OUT.paired_$way"
+done
+
+step "what the crop's border and glasses do to it"
+"$BIN/python" bench/crop_border.py "${DATA[@]}" --per-source 1000 --model "$MODEL" --out "$OUT.crop_border"
+"$BIN/python" bench/glasses.py "${DATA[@]}" --per-source 300 --model "$MODEL" --out "$OUT.glasses"
+
+step "one till frame per photo, both models at margin $BASE_MARGIN"
+"$BIN/python" bench/till_frame.py "${DATA[@]}" --model "$SHIPPED" --model "$MODEL" --margin-years "$BASE_MARGIN" \
+    --out "$OUT.till_frame" --predictions-dir "$RUN/till_frame"
+SHIPPED_STEM=$(basename "$(dirname "$SHIPPED")")_$(basename "$SHIPPED" .tflite)
+"$BIN/python" bench/compare_models.py "$RUN/till_frame/${SHIPPED_STEM}_till_frame.csv" \
+    "$RUN/till_frame/candidate_age_resnet50_int8_till_frame.csv" --margins "$BASE_MARGIN" "$BASE_MARGIN" \
+    --out "$OUT.paired_till_frame"
+
+step "900 customers at the synthetic till, both at margin $BASE_MARGIN"
+TILL=("${DATA[@]}" --per-source 300 --margin-years "$BASE_MARGIN")
+if [ ! -f "$BASE/till/customers.csv" ]; then
+    mkdir -p "$BASE/till"
+    "$BIN/python" bench/per_customer.py "${TILL[@]}" --model "$SHIPPED" --customers "$BASE/till/customers.csv"
+fi
+mkdir -p "$RUN/till"
+"$BIN/python" bench/per_customer.py "${TILL[@]}" --model "$MODEL" --customers "$RUN/till/customers.csv" \
+    --out "$OUT.per_customer"
+"$BIN/python" bench/compare_models.py "$BASE/till/customers.csv" "$RUN/till/customers.csv" \
+    --margins "$BASE_MARGIN" "$BASE_MARGIN" --out "$OUT.paired_till"
+
+step "done: $OUT.* (the candidate's own card margin is $MARGIN; the shipped one's $BASE_MARGIN)"
