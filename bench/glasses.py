@@ -96,7 +96,7 @@ def main() -> None:
     true = images.age_years[kept].astype(np.float64)
     sources = images.source[kept]
     result = {"faces": len(kept), "model": Path(args.model).name, "rows": {},
-              "settings": public_settings(args, "model", "out")}
+              "settings": public_settings(args, "model", "data", "out")}
     for name in ["all", *dict.fromkeys(sources.tolist())]:
         mask = np.ones(len(kept), bool) if name == "all" else sources == name
         row = {}

@@ -194,7 +194,7 @@ def main() -> None:
     print("\n".join(lines))
     if args.customers:
         write_customers(Path(args.customers), customers)
-    write_report(args.out, lines, {"rows": rows, "settings": public_settings(args, "model", "customers", "out")})
+    write_report(args.out, lines, {"rows": rows, "settings": public_settings(args, "data", "model", "customers", "out")})
 
 
 if __name__ == "__main__":
