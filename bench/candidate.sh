@@ -12,6 +12,7 @@
 # Every gate is compared at the shipped card's margin: a candidate that asks fewer minors at
 # the same margin is not shipped, whatever its per-photo figures ("96 px input" in docs/MODEL.md).
 set -euo pipefail
+trap 'echo "error: bench/candidate.sh stopped at line $LINENO: the command above failed" >&2' ERR
 cd "$(dirname "$0")/.."
 if [ $# -lt 4 ]; then
     echo "usage: bash bench/candidate.sh NAME RUN BASE_RUN DATA [DATA ...]" >&2
@@ -49,14 +50,14 @@ MARGIN=$(card "$OUT.card.json" mae)
 SEED=$(card "$OUT.card.json" validation seed)
 
 step "per photo, clean and under the camera mix (seed $SEED, as the card)"
-"$BIN/agecheck" evaluate --model "$MODEL" "${DATA[@]}" --split val --margin "$BASE_MARGIN" \
-    --predictions "$RUN/predictions_val_int8.csv" --report "$OUT.eval_val_int8.json"
-"$BIN/agecheck" evaluate --model "$MODEL" "${DATA[@]}" --split val --margin "$BASE_MARGIN" --degrade camera \
-    --seed "$SEED" --predictions "$RUN/predictions_val_int8_camera.csv" --report "$OUT.eval_val_int8_camera.json"
-for way in clean camera; do
-    file=predictions_val_int8$([ $way = camera ] && echo _camera).csv
-    "$BIN/python" bench/compare_models.py "$BASE/$file" "$RUN/$file" --margins "$BASE_MARGIN" "$BASE_MARGIN" \
-        --out "$OUT.paired_$way"
+# (the plots stay beside the run; the reports are copied)
+for name in clean camera; do
+    if [ "$name" = clean ]; then stem=val_int8 degrade=(); else stem=val_int8_camera degrade=(--degrade camera); fi
+    "$BIN/agecheck" evaluate --model "$MODEL" "${DATA[@]}" --split val --margin "$BASE_MARGIN" "${degrade[@]}" \
+        --seed "$SEED" --predictions "$RUN/predictions_$stem.csv" --report "$RUN/eval_$stem.json"
+    cp "$RUN/eval_$stem.json" "$OUT.eval_$stem.json"
+    "$BIN/python" bench/compare_models.py "$BASE/predictions_$stem.csv" "$RUN/predictions_$stem.csv" \
+        --margins "$BASE_MARGIN" "$BASE_MARGIN" --out "$OUT.paired_$name"
 done
 
 step "what the crop's border and glasses do to it"
