@@ -194,7 +194,8 @@ def main() -> None:
     print("\n".join(lines))
     if args.customers:
         write_customers(Path(args.customers), customers)
-    write_report(args.out, lines, {"rows": rows, "settings": public_settings(args, "data", "model", "customers", "out")})
+    settings = public_settings(args, "data", "model", "customers", "out")
+    write_report(args.out, lines, {"rows": rows, "settings": settings})
 
 
 if __name__ == "__main__":

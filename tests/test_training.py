@@ -503,6 +503,21 @@ def test_crop_border_measures_the_framing_outside_the_photo_and_what_the_model_r
     assert refused.returncode == 1 and refused.stderr.startswith("error: ") and "Traceback" not in refused.stderr
 
 
+def test_candidate_script_refuses_missing_runs_with_one_line_and_writes_nothing(tmp_path):
+    """bench/candidate.sh checks its inputs before any step runs."""
+    script = ["bash", str(PROJECT_ROOT / "bench" / "candidate.sh")]
+    usage = subprocess.run([*script, "only_a_name"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and usage.stderr.startswith("usage: bash bench/candidate.sh NAME RUN BASE_RUN DATA")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.keras").write_bytes(b"")
+    missing = subprocess.run([*script, "probe_candidate", str(tmp_path / "run"), str(tmp_path / "base"),
+                              str(tmp_path / "data")], capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1, missing.stderr
+    assert missing.stderr.startswith(f"error: {tmp_path / 'base' / 'predictions_val_int8.csv'}: no such file")
+    assert not list((PROJECT_ROOT / "docs" / "model" / "candidates").glob("probe_candidate*"))
+    assert not (tmp_path / "run" / "candidate").exists()
+
+
 def test_bench_reports_name_files_not_local_paths_and_keep_dotted_names(tmp_path):
     from argparse import Namespace
 
