@@ -55,7 +55,12 @@ for name in clean camera; do
     if [ "$name" = clean ]; then stem=val_int8 degrade=(); else stem=val_int8_camera degrade=(--degrade camera); fi
     "$BIN/agecheck" evaluate --model "$MODEL" "${DATA[@]}" --split val --margin "$BASE_MARGIN" "${degrade[@]}" \
         --seed "$SEED" --predictions "$RUN/predictions_$stem.csv" --report "$RUN/eval_$stem.json"
-    cp "$RUN/eval_$stem.json" "$OUT.eval_$stem.json"
+    # into docs/, naming the run's folder and the data folders, not this machine's paths
+    "$BIN/python" -c 'import json, sys; from pathlib import Path
+report = json.loads(Path(sys.argv[1]).read_text()); model = Path(report["model"])
+report["model"] = "/".join(model.parts[-3:])
+report["data"] = ", ".join(Path(d).name for d in report["data"].split(", "))
+Path(sys.argv[2]).write_text(json.dumps(report, indent=2) + "\n")' "$RUN/eval_$stem.json" "$OUT.eval_$stem.json"
     "$BIN/python" bench/compare_models.py "$BASE/predictions_$stem.csv" "$RUN/predictions_$stem.csv" \
         --margins "$BASE_MARGIN" "$BASE_MARGIN" --out "$OUT.paired_$name"
 done
