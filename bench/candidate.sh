@@ -7,7 +7,8 @@
 # folder, where bench/model_docs.sh left its prediction files (the till replay's are made
 # there once if missing). Writes docs/model/candidates/NAME.* (card, evaluations, paired
 # comparisons per photo, per till frame and per till customer, crop border, glasses); files
-# that name dataset photos (predictions, customers) stay in RUN and BASE_RUN. ~50 min on 2 cores.
+# that name dataset photos (predictions, customers) stay in RUN and BASE_RUN. 29 min on 2
+# cores when the export and the evaluations' crops were already made; more without.
 #
 # Every gate is compared at the shipped card's margin: a candidate that asks fewer minors at
 # the same margin is not shipped, whatever its per-photo figures ("96 px input" in docs/MODEL.md).
@@ -38,7 +39,10 @@ card() {  # card() CARD.json KEY [KEY ...]: one value of a model card
 }
 step() { echo; echo "== $NAME: $* ($(date +%H:%M))"; }
 
-MODEL=$RUN/candidate/age_resnet50_int8.tflite
+# The candidate takes the shipped model's file name, so that bench/till_frame.py names both
+# models' prediction files by their folders: models_NAME_..., candidate_NAME_...
+STEM=$(basename "$SHIPPED" .tflite)
+MODEL=$RUN/candidate/$STEM.tflite
 if [ ! -f "$MODEL" ]; then
     step "export (int8, card; its margin measured under the camera mix)"
     "$BIN/agecheck" export --model "$RUN/model.keras" "${DATA[@]}" --out "$MODEL"
@@ -52,16 +56,16 @@ SEED=$(card "$OUT.card.json" validation seed)
 step "per photo, clean and under the camera mix (seed $SEED, as the card)"
 # (the plots stay beside the run; the reports are copied)
 for name in clean camera; do
-    if [ "$name" = clean ]; then stem=val_int8 degrade=(); else stem=val_int8_camera degrade=(--degrade camera); fi
+    if [ "$name" = clean ]; then evaluation=val_int8 degrade=(); else evaluation=val_int8_camera degrade=(--degrade camera); fi
     "$BIN/agecheck" evaluate --model "$MODEL" "${DATA[@]}" --split val --margin "$BASE_MARGIN" "${degrade[@]}" \
-        --seed "$SEED" --predictions "$RUN/predictions_$stem.csv" --report "$RUN/eval_$stem.json"
+        --seed "$SEED" --predictions "$RUN/predictions_$evaluation.csv" --report "$RUN/eval_$evaluation.json"
     # into docs/, naming the run's folder and the data folders, not this machine's paths
     "$BIN/python" -c 'import json, sys; from pathlib import Path
 report = json.loads(Path(sys.argv[1]).read_text()); model = Path(report["model"])
 report["model"] = "/".join(model.parts[-3:])
 report["data"] = ", ".join(Path(d).name for d in report["data"].split(", "))
-Path(sys.argv[2]).write_text(json.dumps(report, indent=2) + "\n")' "$RUN/eval_$stem.json" "$OUT.eval_$stem.json"
-    "$BIN/python" bench/compare_models.py "$BASE/predictions_$stem.csv" "$RUN/predictions_$stem.csv" \
+Path(sys.argv[2]).write_text(json.dumps(report, indent=2) + "\n")' "$RUN/eval_$evaluation.json" "$OUT.eval_$evaluation.json"
+    "$BIN/python" bench/compare_models.py "$BASE/predictions_$evaluation.csv" "$RUN/predictions_$evaluation.csv" \
         --margins "$BASE_MARGIN" "$BASE_MARGIN" --out "$OUT.paired_$name"
 done
 
@@ -72,9 +76,8 @@ step "what the crop's border and glasses do to it"
 step "one till frame per photo, both models at margin $BASE_MARGIN"
 "$BIN/python" bench/till_frame.py "${DATA[@]}" --model "$SHIPPED" --model "$MODEL" --margin-years "$BASE_MARGIN" \
     --out "$OUT.till_frame" --predictions-dir "$RUN/till_frame"
-SHIPPED_STEM=$(basename "$(dirname "$SHIPPED")")_$(basename "$SHIPPED" .tflite)
-"$BIN/python" bench/compare_models.py "$RUN/till_frame/${SHIPPED_STEM}_till_frame.csv" \
-    "$RUN/till_frame/candidate_age_resnet50_int8_till_frame.csv" --margins "$BASE_MARGIN" "$BASE_MARGIN" \
+"$BIN/python" bench/compare_models.py "$RUN/till_frame/$(basename "$(dirname "$SHIPPED")")_${STEM}_till_frame.csv" \
+    "$RUN/till_frame/candidate_${STEM}_till_frame.csv" --margins "$BASE_MARGIN" "$BASE_MARGIN" \
     --out "$OUT.paired_till_frame"
 
 step "900 customers at the synthetic till, both at margin $BASE_MARGIN"
