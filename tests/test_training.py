@@ -503,6 +503,50 @@ def test_crop_border_measures_the_framing_outside_the_photo_and_what_the_model_r
     assert refused.returncode == 1 and refused.stderr.startswith("error: ") and "Traceback" not in refused.stderr
 
 
+def test_linear_probe_reads_the_runs_own_estimates_and_refits_its_head(utk_run, tmp_path):
+    """bench/linear_probe.py: features + the run's head = the exported model's estimate."""
+    import keras
+
+    from bench.linear_probe import ridge
+    from training.augment import CameraAugment
+    from training.model import load_regressor, mirror_averaged
+
+    # The refit: weighted ridge finds a planted linear read-out; zero weight ignores a row.
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(200, 5))
+    target = features @ np.array([1.0, -2.0, 0.5, 0.0, 3.0]) + 7.0
+    weights = np.ones(200)
+    target[0], weights[0] = 1e6, 0.0
+    w, b = ridge(features, target, weights, 1e-9)
+    np.testing.assert_allclose(w, [1.0, -2.0, 0.5, 0.0, 3.0], atol=1e-6)
+    assert b == pytest.approx(7.0, abs=1e-6)
+
+    bench = [sys.executable, str(PROJECT_ROOT / "bench" / "linear_probe.py")]
+    done = subprocess.run([*bench, str(utk_run), "--out", str(tmp_path / "probe.v1")], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "probe.v1.json").read_text())
+    assert result["settings"]["run"] == utk_run.name and result["feature_size"] == 2048
+    assert len(result["rows"]) == 7
+    assert "| the run's head | validation photos |" in (tmp_path / "probe.v1.md").read_text()
+    # The run's head on validation features is the mirror-averaged model on the centre crops.
+    pack = load_pack(utk_run / "crops.npz")
+    val = pack.split == "val"
+    size = json.loads((utk_run / "train_config.json").read_text())["image_size"]
+    keras.mixed_precision.set_global_policy("float32")  # as the bench reads it (training may have left bfloat16)
+    centre = CameraAugment(size, float(pack.meta["context"]), 1.0)(pack.images[val], training=False)
+    model = mirror_averaged(load_regressor(utk_run / "model.keras", size))
+    estimates = model.predict(keras.ops.convert_to_numpy(centre), verbose=0)[:, 0]
+    row = result["rows"][2]
+    assert (row["read_out"], row["scored_on"]) == ("the run's head", "validation photos")
+    assert row["figures"]["all"]["mae"] == pytest.approx(np.abs(estimates - pack.age_years[val]).mean(), abs=1e-3)
+    assert result["rows"][4]["figures"]["all"]["mae"] is None  # a discriminant is no age
+
+    refused = subprocess.run([*bench, str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert refused.stderr.startswith(f"error: {tmp_path / 'nowhere'}: no crops.npz, model.keras, train_config.json")
+
+
 def test_candidate_script_refuses_missing_runs_with_one_line_and_writes_nothing(tmp_path):
     """bench/candidate.sh checks its inputs before any step runs."""
     script = ["bash", str(PROJECT_ROOT / "bench" / "candidate.sh")]
