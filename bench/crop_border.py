@@ -79,9 +79,7 @@ def run(args: argparse.Namespace) -> None:
     """Cut every sampled face three ways, estimate each; print and write the table."""
     regressor = AgeRegressor(AgeModelConfig(model_path=args.model, max_batch=64))
     card = regressor.card
-    validation = card.data.get("validation", {})  # defaults as `agecheck evaluate` takes them
-    images = load_sources(args.data, validation.get("val_fraction", 0.2), validation.get("seed", 42))
-    images = select(images, "val", args.per_source, args.seed)
+    images = select(load_sources(args.data, *card.validation_split), "val", args.per_source, args.seed)
 
     kept, shares, box_sides, crops = [], [], [], {fill: [] for fill in FILLS}
     with FaceDetector(PHOTO_DETECTOR, video=False) as detector:

@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="path without suffix for .json and .md")
     args = parser.parse_args()
     card = ModelCard.load(args.model)
-    images = load_sources(args.data, card.data["validation"]["val_fraction"], card.data["validation"]["seed"])
+    images = load_sources(args.data, *card.validation_split)
     if args.measure_eyes:
         measure_eyes(select(images, "train", 100, args.seed))
         return

@@ -105,9 +105,8 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--customers", default=None, help="write each customer's outcome here (CSV)")
     args = parser.parse_args()
-    card = ModelCard.load(args.model).data
-    images = load_sources(args.data, card["validation"]["val_fraction"], card["validation"]["seed"])
-    images = select(images, "val", args.per_source, args.seed)
+    card = ModelCard.load(args.model)
+    images = select(load_sources(args.data, *card.validation_split), "val", args.per_source, args.seed)
     rng = np.random.default_rng(args.seed)
     picks = rng.permutation(len(images))  # the sources take turns at the till
     in_view = int(args.seconds * args.fps)
@@ -176,7 +175,7 @@ def main() -> None:
             "face_unclear": share(lambda c: c["reason"] == "face_unclear"),
             "uncertain": share(lambda c: c["reason"] == "uncertain"),
         })
-    margin = card["mae"] if args.margin_years is None else args.margin_years
+    margin = card.mae_years if args.margin_years is None else args.margin_years
     lines = [
         f"{len(customers)} customers ({args.per_source} validation photos per source, `--degrade {args.degrade}`, "
         f"seed {args.seed}), {args.seconds:g} s each at {args.fps:g} fps, model `{Path(args.model).name}` "

@@ -51,9 +51,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     regressor = AgeRegressor(AgeModelConfig(model_path=args.model))
-    card = regressor.card.data
-    images = load_sources(args.data, card["validation"]["val_fraction"], card["validation"]["seed"])
-    images = select(images, "val", args.per_source, args.seed)
+    images = select(load_sources(args.data, *regressor.card.validation_split), "val", args.per_source, args.seed)
     size, crop = regressor.input_size, regressor.card.crop
     rows = {"size": [], "blur": [], "turn": []}  # (measure, error) pairs
     found = {d: [0, 0] for d in EYE_DISTANCES_PX}

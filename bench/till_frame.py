@@ -106,9 +106,7 @@ def run(args: argparse.Namespace) -> None:
     models = [AgeRegressor(AgeModelConfig(model_path=path)) for path in args.model]
     card = models[0].card.data
     margin = card["mae"] if args.margin_years is None else args.margin_years
-    validation = card.get("validation", {})  # defaults as `agecheck evaluate` takes them
-    images = load_sources(args.data, validation.get("val_fraction", 0.2), validation.get("seed", 42))
-    images = select(images, "val", args.per_source, args.seed)
+    images = select(load_sources(args.data, *models[0].card.validation_split), "val", args.per_source, args.seed)
     canvas = canvas_from_card(card)
     rng = np.random.default_rng(args.seed)
     kept, per_photo = [], []

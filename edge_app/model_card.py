@@ -49,6 +49,16 @@ class ModelCard:
     mae_years: float
     data: dict[str, Any]
 
+    @property
+    def validation_split(self) -> tuple[float, int]:
+        """``(val_fraction, seed)``: how the run behind the model split its photos.
+
+        `training.data.load_sources` with these gives back the validation part the model
+        never trained on. Cards without a ``validation`` entry get 0.2 and 42.
+        """
+        validation = self.data.get("validation", {})
+        return float(validation.get("val_fraction", 0.2)), int(validation.get("seed", 42))
+
     @classmethod
     def load(cls, model_path: str | Path, check_sha256: bool = True) -> ModelCard:
         """Read and check the card beside ``model_path``.

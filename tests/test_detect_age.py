@@ -165,6 +165,7 @@ def test_corrupt_tflite_with_matching_card_is_a_clear_error(brightness_tflite, t
     with pytest.raises(AgecheckError, match="could not be loaded"):
         AgeRegressor(AgeModelConfig(model_path=str(model)))
     assert ModelCard.load(model).mae_years == 5.0
+    assert ModelCard.load(model).validation_split == (0.2, 42)  # a card without a validation entry
 
 
 @pytest.mark.parametrize("angle", [-20.0, 20.0])

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from edge_app.age_model import AgeRegressor
 from edge_app.cli import main
 from edge_app.config import PROJECT_ROOT, AgeModelConfig
+from edge_app.model_card import ModelCard
 from training.data import load_labels, split_indices
 from training.pack import load_pack
 
@@ -88,6 +89,7 @@ def test_export_then_evaluate_reproduces_the_card(utk_run, datasets, tmp_path):
     [source] = card["training_data"]["sources"]
     assert source["name"] == "utkface" and source["licence"].startswith("UTKFace") and source["images"] == 30
     assert card["validation"]["images"] == n_val and card["validation"]["margin_measured_under"] == "camera"
+    assert ModelCard.load(model).validation_split == (0.3, 1)  # as the run split (--val-fraction 0.3, seed 1)
     assert card["camera"]["errors"]["mae"] == pytest.approx(card["mae"], abs=1e-3)
     assert card["clean"]["errors"]["mae"] == pytest.approx(card["clean_mae"], abs=1e-3)
     assert abs(card["mae"] - card["float_mae"]) <= 0.5

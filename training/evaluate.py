@@ -27,13 +27,13 @@ def _predictor(model_path: Path):
     if model_path.suffix == ".tflite":
         regressor = AgeRegressor(AgeModelConfig(model_path=str(model_path), num_threads=os.cpu_count() or 1))
         card = regressor.card.data
-        validation = card.get("validation", {})
+        val_fraction, seed = regressor.card.validation_split
         settings = RunSettings(
             image_size=regressor.input_size,
             crop=regressor.card.crop,
             detector=detector_from_card(card),
-            seed=validation.get("seed", 42),
-            val_fraction=validation.get("val_fraction", 0.2),
+            seed=seed,
+            val_fraction=val_fraction,
             report={},
             canvas=canvas_from_card(card),
         )
