@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.per_customer import background  # noqa: E402
-from bench.report import public_settings, write_report  # noqa: E402
+from bench.report import public_settings, run_bench, write_report  # noqa: E402
 from edge_app.age_model import AgeRegressor  # noqa: E402
 from edge_app.config import DEFAULT_AGE_MODEL, AgeModelConfig  # noqa: E402
 from edge_app.crop import CropSettings, crop_faces, square_boxes  # noqa: E402
@@ -69,10 +69,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="path without suffix for .json and .md")
     args = parser.parse_args()
-    try:
-        run(args)
-    except AgecheckError as error:
-        raise SystemExit(f"error: {error}") from None
+    run_bench(run, args)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import public_settings, write_report  # noqa: E402
+from bench.report import public_settings, run_bench, write_report  # noqa: E402
 from edge_app.age_model import AgeRegressor  # noqa: E402
 from edge_app.config import DEFAULT_AGE_MODEL, AgeModelConfig  # noqa: E402
 from edge_app.crop import eye_angles_deg  # noqa: E402
@@ -68,7 +68,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--measure-eyes", action="store_true")
     parser.add_argument("--out", default=None, help="path without suffix for .json and .md")
-    args = parser.parse_args()
+    run_bench(measure, parser.parse_args())
+
+
+def measure(args: argparse.Namespace) -> None:
+    """Everything after the arguments: photos, estimates, the printed and written tables."""
     card = ModelCard.load(args.model)
     images = load_sources(args.data, *card.validation_split)
     if args.measure_eyes:

@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import public_settings, write_report  # noqa: E402
+from bench.report import public_settings, run_bench, write_report  # noqa: E402
 from edge_app.errors import AgecheckError  # noqa: E402
 from training.fit import CONFIG_NAME, build_training_model, model_inputs, sample_weights  # noqa: E402
 from training.metrics import errors, key_figure  # noqa: E402
@@ -175,10 +175,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="which validation photos fall in which half")
     parser.add_argument("--out", default=None, help="path without suffix for .json and .md")
     args = parser.parse_args()
-    try:
-        probe(args)
-    except AgecheckError as error:
-        raise SystemExit(f"error: {error}") from None
+    run_bench(probe, args)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import public_settings, write_report  # noqa: E402
+from bench.report import public_settings, run_bench, write_report  # noqa: E402
 from edge_app.config import DEFAULT_AGE_MODEL  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
 from training.data import load_sources, read_rgb, select  # noqa: E402
@@ -104,7 +104,11 @@ def main() -> None:
                         help="the gate's margin for the replay (default: the model card's MAE)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--customers", default=None, help="write each customer's outcome here (CSV)")
-    args = parser.parse_args()
+    run_bench(measure, parser.parse_args())
+
+
+def measure(args: argparse.Namespace) -> None:
+    """Everything after the arguments: photos, estimates, the printed and written tables."""
     card = ModelCard.load(args.model)
     images = select(load_sources(args.data, *card.validation_split), "val", args.per_source, args.seed)
     rng = np.random.default_rng(args.seed)

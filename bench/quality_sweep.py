@@ -22,6 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import run_bench  # noqa: E402
 from edge_app.age_model import AgeRegressor  # noqa: E402
 from edge_app.config import DEFAULT_AGE_MODEL, AgeModelConfig, DetectorConfig  # noqa: E402
 from edge_app.crop import crop_faces  # noqa: E402
@@ -49,7 +50,11 @@ def main() -> None:
     parser.add_argument("--per-source", type=int, default=300)
     parser.add_argument("--model", default=str(DEFAULT_AGE_MODEL))
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    run_bench(sweep, parser.parse_args())
+
+
+def sweep(args: argparse.Namespace) -> None:
+    """Everything after the arguments: photos, estimates, the printed and written tables."""
     regressor = AgeRegressor(AgeModelConfig(model_path=args.model))
     images = select(load_sources(args.data, *regressor.card.validation_split), "val", args.per_source, args.seed)
     size, crop = regressor.input_size, regressor.card.crop

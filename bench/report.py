@@ -2,13 +2,17 @@
 
 These files go into ``docs/``, so they name files, never local paths (`public_settings`),
 and ``OUT`` keeps any dots in its name (``paired_margin6.92``): the suffixes are appended.
+Bad input ends a bench with one ``error: ...`` line (`run_bench`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
+
+from edge_app.errors import AgecheckError
 
 
 def public_settings(args: argparse.Namespace, *path_keys: str) -> dict:
@@ -31,3 +35,11 @@ def write_report(out: str | Path | None, lines: list[str], result: dict, indent:
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{out}.md").write_text("\n".join(lines) + "\n")
     Path(f"{out}.json").write_text(json.dumps(result, indent=indent) + "\n")
+
+
+def run_bench(measure: Callable[[argparse.Namespace], None], args: argparse.Namespace) -> None:
+    """``measure(args)``; bad input (`AgecheckError`) ends it with one ``error: ...`` line, exit status 1."""
+    try:
+        measure(args)
+    except AgecheckError as error:
+        raise SystemExit(f"error: {error}") from None

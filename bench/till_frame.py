@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.per_customer import background, customer_frames, customer_photo, till_writer  # noqa: E402
-from bench.report import public_settings, write_report  # noqa: E402
+from bench.report import public_settings, run_bench, write_report  # noqa: E402
 from edge_app.age_model import AgeRegressor  # noqa: E402
 from edge_app.config import AgeModelConfig  # noqa: E402
 from edge_app.crop import crop_faces  # noqa: E402
@@ -95,10 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.degrade != "none" and args.degrade not in DEGRADATIONS:
         parser.error(f"--degrade {args.degrade!r}: expected none or one of {', '.join(DEGRADATIONS)}")
-    try:
-        run(args)
-    except AgecheckError as error:
-        raise SystemExit(f"error: {error}") from None
+    run_bench(run, args)
 
 
 def run(args: argparse.Namespace) -> None:
