@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import write_report  # noqa: E402
+from bench.report import run_bench, write_report  # noqa: E402
 from training.degrade import DEGRADATIONS  # noqa: E402
 from training.evaluate import cell, evaluate  # noqa: E402
 
@@ -47,7 +47,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label", default=None, help="the model's name in the table")
     parser.add_argument("--only", nargs="*", default=None, help="a subset of the degradations")
-    args = parser.parse_args()
+    run_bench(measure, parser.parse_args())
+
+
+def measure(args: argparse.Namespace) -> None:
+    """Everything after the arguments: the measurements, the printed and written tables."""
     names = args.only if args.only is not None else list(DEGRADATIONS)
     results, sources = {}, [Path(d).name for d in args.data]
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,6 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import run_bench  # noqa: E402
 from edge_app import quality  # noqa: E402
 from edge_app.age_model import AgeRegressor  # noqa: E402
 from edge_app.capture import VideoSource  # noqa: E402
@@ -146,7 +147,11 @@ def main() -> None:
                         "run in turn (the first one's [detector] settings are timed in the stage table too)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="end-to-end runs per config, interleaved (the host's run-to-run spread is large)")
-    args = parser.parse_args()
+    run_bench(measure, parser.parse_args())
+
+
+def measure(args: argparse.Namespace) -> None:
+    """Everything after the arguments: the measurements, the printed and written tables."""
     configs = args.config or [None]
     with tempfile.TemporaryDirectory() as tmp:
         clip = make_720p_clip(Path(tmp) / "one_face_720p60.mp4", args.seconds)

@@ -549,12 +549,14 @@ def test_linear_probe_reads_the_runs_own_estimates_and_refits_its_head(utk_run, 
     assert refused.stderr.startswith(f"error: {tmp_path / 'nowhere'}: no crops.npz, model.keras, train_config.json")
 
 
-@pytest.mark.parametrize("bench", ["glasses", "per_customer", "quality_sweep"])
-def test_photo_benches_refuse_a_model_without_its_card_with_one_line(bench, datasets, tmp_path):
+@pytest.mark.parametrize("bench", ["glasses", "per_customer", "quality_sweep", "robustness", "stages"])
+def test_benches_refuse_a_model_without_its_card_with_one_line(bench, datasets, tmp_path):
     model = tmp_path / "age.tflite"
     model.write_bytes(b"no card beside it")
     script = str(PROJECT_ROOT / "bench" / f"{bench}.py")
-    done = subprocess.run([sys.executable, script, "--data", str(datasets["utkface"]), "--model", str(model)],
+    data = [] if bench == "stages" else ["--data", str(datasets["utkface"])]  # stages replays its own clip
+    out = ["--out", str(tmp_path / "out")] if bench == "robustness" else []
+    done = subprocess.run([sys.executable, script, *data, *out, "--model", str(model)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"error: model card {tmp_path / 'age.json'} not found"), done.stderr
