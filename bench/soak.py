@@ -53,9 +53,10 @@ def main() -> None:
         notify.bind(str(Path(tmp) / "notify.sock"))
         notify.settimeout(0.2)
         env = dict(os.environ, NOTIFY_SOCKET=str(Path(tmp) / "notify.sock"), WATCHDOG_USEC="10000000")
+        errors = open(Path(tmp) / "stderr.txt", "w+")  # noqa: SIM115 (read back if the run ends by itself)
         process = subprocess.Popen(
             [sys.executable, "-m", "edge_app", "run", "--source", args.clip, "--loop", "--no-display"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env, stdout=subprocess.DEVNULL, stderr=errors,
         )
         samples, fps, started = [], None, time.monotonic()
         next_sample = started + args.every_s
@@ -69,7 +70,10 @@ def main() -> None:
                 except TimeoutError:
                     pass
                 if process.poll() is not None:
-                    raise SystemExit(f"agecheck run ended by itself with code {process.returncode}")
+                    errors.seek(0)
+                    said = [line.strip() for line in errors if line.strip()]
+                    raise SystemExit(f"error: agecheck run ended by itself with code {process.returncode}"
+                                     + (f": {said[-1]}" if said else ""))
                 if time.monotonic() >= next_sample:
                     samples.append({"t_s": round(time.monotonic() - started, 1),
                                     "rss_mb": round(rss_mb(process.pid), 1), "fps": fps})
@@ -77,7 +81,11 @@ def main() -> None:
         finally:
             process.send_signal(signal.SIGTERM)
             code = process.wait(timeout=60)
+            errors.close()
     warm = [s for s in samples if s["t_s"] >= args.warm_up_s]
+    if not any(s["fps"] is not None for s in warm):
+        raise SystemExit("error: agecheck run sent no STATUS line with a frame rate after the warm-up; "
+                         "expected one every few seconds (see `agecheck run --source CLIP --loop`)")
     first, last = warm[0], warm[-1]
     peak = max(s["rss_mb"] for s in warm)
     fps_values = [s["fps"] for s in warm if s["fps"] is not None]

@@ -562,6 +562,18 @@ def test_benches_refuse_a_model_without_its_card_with_one_line(bench, datasets, 
     assert done.stderr.startswith(f"error: model card {tmp_path / 'age.json'} not found"), done.stderr
 
 
+def test_soak_bench_says_why_the_app_it_runs_ended(tmp_path):
+    """The soak bench runs the real app as a child: its own error line reaches the user."""
+    missing = tmp_path / "no_such_clip.mp4"
+    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "soak.py"), "--clip", str(missing),
+                           "--minutes", "1", "--warm-up-s", "10", "--every-s", "5", "--out", str(tmp_path / "soak")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: agecheck run ended by itself with code "), done.stderr
+    assert str(missing) in done.stderr and "Traceback" not in done.stderr
+    assert not list(tmp_path.glob("soak*"))
+
+
 def test_candidate_script_refuses_missing_runs_with_one_line_and_writes_nothing(tmp_path):
     """bench/candidate.sh checks its inputs before any step runs."""
     script = ["bash", str(PROJECT_ROOT / "bench" / "candidate.sh")]
