@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.per_customer import background  # noqa: E402
-from bench.report import public_settings, run_bench, write_report  # noqa: E402
+from bench.report import photo_bench_parser, public_settings, run_bench, write_report  # noqa: E402
 from edge_app.age_model import AgeRegressor  # noqa: E402
-from edge_app.config import DEFAULT_AGE_MODEL, AgeModelConfig  # noqa: E402
+from edge_app.config import AgeModelConfig  # noqa: E402
 from edge_app.crop import CropSettings, crop_faces, square_boxes  # noqa: E402
 from edge_app.detect import FaceDetector  # noqa: E402
 from edge_app.errors import AgecheckError  # noqa: E402
@@ -61,13 +61,8 @@ def cut(rgb: np.ndarray, face, size: int, crop: CropSettings, fill: str, rng: np
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", action="append", required=True)
-    parser.add_argument("--per-source", type=int, default=300)
+    parser = photo_bench_parser(__doc__, per_source=300)
     parser.add_argument("--margins", type=float, nargs="+", default=[0.1, 0.25])
-    parser.add_argument("--model", default=str(DEFAULT_AGE_MODEL))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="path without suffix for .json and .md")
     args = parser.parse_args()
     run_bench(run, args)
 

@@ -28,9 +28,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import public_settings, run_bench, write_report  # noqa: E402
+from bench.report import photo_bench_parser, public_settings, run_bench, write_report  # noqa: E402
 from edge_app.age_model import AgeRegressor  # noqa: E402
-from edge_app.config import DEFAULT_AGE_MODEL, AgeModelConfig  # noqa: E402
+from edge_app.config import AgeModelConfig  # noqa: E402
 from edge_app.crop import eye_angles_deg  # noqa: E402
 from edge_app.detect import FaceDetector  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
@@ -60,14 +60,9 @@ def measure_eyes(images) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", action="append", required=True)
-    parser.add_argument("--per-source", type=int, default=300)
-    parser.add_argument("--model", default=str(DEFAULT_AGE_MODEL))
+    parser = photo_bench_parser(__doc__, per_source=300)
     parser.add_argument("--context", type=float, default=1.25)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--measure-eyes", action="store_true")
-    parser.add_argument("--out", default=None, help="path without suffix for .json and .md")
     run_bench(measure, parser.parse_args())
 
 

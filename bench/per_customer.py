@@ -33,8 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import public_settings, run_bench, write_report  # noqa: E402
-from edge_app.config import DEFAULT_AGE_MODEL  # noqa: E402
+from bench.report import photo_bench_parser, public_settings, run_bench, write_report  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
 from training.data import load_sources, read_rgb, select  # noqa: E402
 from training.degrade import degrade  # noqa: E402
@@ -89,20 +88,15 @@ def write_customers(path: Path, customers: list[dict]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", action="append", required=True)
-    parser.add_argument("--per-source", type=int, default=100)
+    parser = photo_bench_parser(__doc__, per_source=100)
     parser.add_argument("--degrade", default="camera")
     parser.add_argument("--seconds", type=float, default=1.5)
     parser.add_argument("--gap-s", type=float, default=1.2)
     parser.add_argument("--fps", type=float, default=30)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--model", default=str(DEFAULT_AGE_MODEL))
     parser.add_argument("--detect-interval-ms", type=float, default=None,
                         help="[detector] min_interval_ms for the replay (default: the app's)")
     parser.add_argument("--margin-years", type=float, default=None,
                         help="the gate's margin for the replay (default: the model card's MAE)")
-    parser.add_argument("--out", default=None)
     parser.add_argument("--customers", default=None, help="write each customer's outcome here (CSV)")
     run_bench(measure, parser.parse_args())
 

@@ -1,13 +1,14 @@
 """Where the age model's error grows: face size, sharpness and turn, on validation photos.
 
     python bench/quality_sweep.py --data ../shared/datasets/utkface --data ../shared/datasets/appa-real \\
-        --data ../shared/datasets/aaf [--per-source 300] [--model models/age_resnet50_int8.tflite]
+        --data ../shared/datasets/aaf [--per-source 300] [--model models/age_resnet50_int8.tflite] [--out OUT]
 
 Each validation photo (a seeded sample per source) is made into small faces (the photo
 shrunk so that the eyes are 6-48 px apart) and blurred faces (Gaussian, in proportion to the
 face), detected by the app's detector and cut by the app's crop, as `agecheck run` would;
 the clean photos give the turn. Prints Markdown tables of MAE per bin of the measures that
-`edge_app.quality` gates on, for docs/PERFORMANCE.md; the gate's defaults are read off them.
+`edge_app.quality` gates on (and with ``--out``, writes them to OUT.md and OUT.json), for
+docs/PERFORMANCE.md; the gate's defaults are read off them.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import run_bench  # noqa: E402
+from bench.report import photo_bench_parser, public_settings, run_bench, write_report  # noqa: E402
 from edge_app.age_model import AgeRegressor  # noqa: E402
-from edge_app.config import DEFAULT_AGE_MODEL, AgeModelConfig, DetectorConfig  # noqa: E402
+from edge_app.config import AgeModelConfig, DetectorConfig  # noqa: E402
 from edge_app.crop import crop_faces  # noqa: E402
 from edge_app.detect import FaceDetector  # noqa: E402
 from edge_app.quality import measure  # noqa: E402
@@ -34,22 +35,24 @@ EYE_DISTANCES_PX = (6, 8, 10, 12, 16, 20, 24, 32, 48)
 BLUR_SIGMAS_PER_EYE_DISTANCE = (0.0, 0.04, 0.08, 0.12, 0.18, 0.25)
 
 
-def table(title: str, unit: str, values: np.ndarray, errors: np.ndarray, edges: list[float]) -> str:
+def table(title: str, unit: str, values: np.ndarray, errors: np.ndarray, edges: list[float],
+          min_faces: int) -> tuple[list, list]:
+    """A Markdown table of MAE and bias per bin of ``values`` (bins of ``min_faces`` or more), and its rows."""
     lines = [f"{title}", "", f"| {unit} | faces | MAE | bias |", "| --- | ---: | ---: | ---: |"]
+    rows = []
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         mask = (values >= lo) & (values < hi)
-        if mask.sum() >= 10:
-            lines.append(f"| {lo:g}–{hi:g} | {mask.sum()} | {np.abs(errors[mask]).mean():.2f} "
-                         f"| {errors[mask].mean():+.2f} |")
-    return "\n".join(lines) + "\n"
+        if mask.sum() >= min_faces:
+            rows.append({"from": lo, "to": hi, "faces": int(mask.sum()),
+                         "mae": round(float(np.abs(errors[mask]).mean()), 3),
+                         "bias": round(float(errors[mask].mean()), 3)})
+            lines.append(f"| {lo:g}–{hi:g} | {mask.sum()} | {rows[-1]['mae']:.2f} | {rows[-1]['bias']:+.2f} |")
+    return lines + [""], rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", action="append", required=True)
-    parser.add_argument("--per-source", type=int, default=300)
-    parser.add_argument("--model", default=str(DEFAULT_AGE_MODEL))
-    parser.add_argument("--seed", type=int, default=0)
+    parser = photo_bench_parser(__doc__, per_source=300)
+    parser.add_argument("--min-bin-faces", type=int, default=10, help="bins with fewer faces are left out")
     run_bench(sweep, parser.parse_args())
 
 
@@ -98,19 +101,25 @@ def sweep(args: argparse.Namespace) -> None:
             rows["blur"].append((float(measures.sharpness[0]), predicted - age))
     turn, size_rows, blur = (np.array(rows[k]) for k in ("turn", "size", "blur"))
     clean_mae = np.abs(turn[:, 1]).mean()
-    print(f"{len(turn)} validation photos ({args.per_source} per source, seed {args.seed}), model "
-          f"{Path(args.model).name}; clean MAE {clean_mae:.2f}\n")
-    print("| eyes apart (px) | faces found |\n| ---: | ---: |")
-    for d, (hit, tried) in found.items():
-        print(f"| {d} | {hit}/{tried} |")
-    print()
-    print(table("By eye distance (photos shrunk):", "eyes apart (px)", size_rows[:, 0], size_rows[:, 1],
-                [0, 6, 8, 10, 12, 16, 20, 24, 32, 48, 1000]))
-    print(table("By sharpness (photos blurred, and clean):", "Laplacian variance", blur[:, 0], blur[:, 1],
-                [0, 5, 10, 20, 30, 50, 80, 120, 200, 400, 100_000]))
-    print(table("By turn (clean photos):", "nose off centre (eye distances)", turn[:, 0], turn[:, 1],
-                [0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.45, 10]))
-
+    lines = [f"{len(turn)} validation photos ({args.per_source} per source, seed {args.seed}), model "
+             f"{Path(args.model).name}; clean MAE {clean_mae:.2f}", "",
+             "| eyes apart (px) | faces found |", "| ---: | ---: |"]
+    lines += [f"| {d} | {hit}/{tried} |" for d, (hit, tried) in found.items()] + [""]
+    result = {"photos": len(turn), "clean_mae": round(float(clean_mae), 3),
+              "faces_found": {str(d): {"found": hit, "tried": tried} for d, (hit, tried) in found.items()},
+              "settings": public_settings(args, "model", "data", "out")}
+    for key, title, unit, rows, edges in (
+        ("by_eye_distance", "By eye distance (photos shrunk):", "eyes apart (px)", size_rows,
+         [0, 6, 8, 10, 12, 16, 20, 24, 32, 48, 1000]),
+        ("by_sharpness", "By sharpness (photos blurred, and clean):", "Laplacian variance", blur,
+         [0, 5, 10, 20, 30, 50, 80, 120, 200, 400, 100_000]),
+        ("by_turn", "By turn (clean photos):", "nose off centre (eye distances)", turn,
+         [0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.45, 10]),
+    ):
+        table_lines, result[key] = table(title, unit, rows[:, 0], rows[:, 1], edges, args.min_bin_faces)
+        lines += table_lines
+    print("\n".join(lines))
+    write_report(args.out, lines, result)
 
 if __name__ == "__main__":
     main()

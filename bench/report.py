@@ -12,7 +12,23 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from edge_app.config import DEFAULT_AGE_MODEL
 from edge_app.errors import AgecheckError
+
+
+def photo_bench_parser(doc: str, per_source: int, model: bool = True) -> argparse.ArgumentParser:
+    """The options every bench over validation photos takes: ``--data`` (repeatable), ``--per-source``,
+    ``--seed``, ``--out`` and, unless ``model`` is False, one ``--model``; described by ``doc``'s first line."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--data", action="append", required=True,
+                        help="a dataset folder (repeat for several sources); its validation part is used")
+    parser.add_argument("--per-source", type=int, default=per_source,
+                        help="validation photos drawn per source (0: all)")
+    parser.add_argument("--seed", type=int, default=0, help="which photos are drawn, and every random choice")
+    if model:
+        parser.add_argument("--model", default=str(DEFAULT_AGE_MODEL), help="a .tflite age model with its card")
+    parser.add_argument("--out", default=None, help="path without suffix for .md and .json")
+    return parser
 
 
 def public_settings(args: argparse.Namespace, *path_keys: str) -> dict:

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.per_customer import background, customer_frames, customer_photo, till_writer  # noqa: E402
-from bench.report import public_settings, run_bench, write_report  # noqa: E402
+from bench.report import photo_bench_parser, public_settings, run_bench, write_report  # noqa: E402
 from edge_app.age_model import AgeRegressor  # noqa: E402
 from edge_app.config import AgeModelConfig  # noqa: E402
 from edge_app.crop import crop_faces  # noqa: E402
@@ -83,14 +83,10 @@ def table(true_years, sources, estimates, names, margin_years) -> tuple[list[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", action="append", required=True)
+    parser = photo_bench_parser(__doc__, per_source=0, model=False)
     parser.add_argument("--model", action="append", required=True)
-    parser.add_argument("--per-source", type=int, default=0, help="validation photos per source; 0: all")
     parser.add_argument("--degrade", default="camera")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--margin-years", type=float, default=None)
-    parser.add_argument("--out", default=None, help="path without suffix for .md and .json")
     parser.add_argument("--predictions-dir", default=None)
     args = parser.parse_args()
     if args.degrade != "none" and args.degrade not in DEGRADATIONS:

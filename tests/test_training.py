@@ -624,3 +624,25 @@ def test_crops_record_where_their_framing_left_the_photo(datasets):
     assert (black[inside == 0] == 0).all()
     solid = inside == 255
     assert np.abs(black[solid].astype(int) - rgb[solid].astype(int)).max() <= 1
+
+
+def test_quality_sweep_writes_its_tables_per_face_size_and_sharpness(datasets, brightness_tflite, tmp_path):
+    """bench/quality_sweep.py: shrunk and blurred copies of each photo through the app's detector and crop."""
+    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "quality_sweep.py"),
+                           "--data", str(datasets["utkface"]), "--per-source", "0", "--model", str(brightness_tflite),
+                           "--min-bin-faces", "1", "--out", str(tmp_path / "sweep")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "sweep.json").read_text())
+    assert result["settings"]["model"] == brightness_tflite.name and result["settings"]["data"] == ["utkface"]
+    assert result["photos"] >= 4
+    tried = [n["tried"] for n in result["faces_found"].values()]
+    assert tried[0] == result["photos"] and tried == sorted(tried, reverse=True)  # smaller targets shrink more photos
+    sharp = result["by_sharpness"]
+    # every clean face, and each of its 5 blurred copies the detector still finds
+    assert result["photos"] < sum(row["faces"] for row in sharp) <= 6 * result["photos"]
+    turn = result["by_turn"]  # the clean photos, binned: together they make the clean MAE
+    assert sum(row["faces"] for row in turn) == result["photos"]
+    binned_mae = sum(row["faces"] * row["mae"] for row in turn) / result["photos"]
+    assert binned_mae == pytest.approx(result["clean_mae"], abs=0.01)
+    assert (tmp_path / "sweep.md").read_text().startswith(f"{result['photos']} validation photos")
