@@ -7,9 +7,10 @@
 Runs `agecheck evaluate --split val --degrade NAME` (the same function) for the clean photos
 and each corruption of `training.degrade`, and writes ``OUT.json`` and ``OUT.md``: MAE,
 bias and the key figure (13-17 flagged when 10% of 25+ are) per corruption, overall and per
-source. Clean uses every validation photo; each corruption a seeded sample of at most
-``--max-images`` per source (the same photos for every corruption), as a 2-core CPU allows.
-Predictions (file names) go to a temporary folder, never into the project.
+source, and the share of photos where the detector found no face. Clean uses every validation
+photo; each corruption a seeded sample of at most ``--max-images`` per source (the same
+photos for every corruption), as a 2-core CPU allows. Predictions (file names) go to a
+temporary folder, never into the project.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from training.evaluate import cell, evaluate  # noqa: E402
 
 def row(label: str, report: dict, sources: list[str]) -> str:
     e, k = report["errors"], report["key"]
-    cells = [label, str(report["scored"]), f"{e['mae']:.2f}", f"{e['bias']:+.2f}", cell(k["age_13_17_flagged"], ".0%")]
+    cells = [label, str(report["scored"]), f"{report['no_face'] / report['scored']:.1%}", f"{e['mae']:.2f}",
+             f"{e['bias']:+.2f}", cell(k["age_13_17_flagged"], ".0%")]
     by_source = report.get("by_source", {})
     for name in sources:
         s = by_source.get(name)
@@ -62,12 +64,12 @@ def measure(args: argparse.Namespace) -> None:
                 degradation=None if name == "none" else name, seed=args.seed,
                 max_images=0 if name == "none" else args.max_images,
             )
-            keep = ("scored", "errors", "key", "policy", "by_source", "degradation")
+            keep = ("scored", "no_face", "errors", "key", "policy", "by_source", "degradation")
             results[name] = {k: report[k] for k in keep if k in report}
             print(f"{name}: MAE {report['errors']['mae']:.2f}, bias {report['errors']['bias']:+.2f}, key "
                   f"{cell(report['key']['age_13_17_flagged'], '.0%')} ({time.monotonic() - started:.0f} s)", flush=True)
     label = args.label or Path(args.model).name
-    header = ["condition", "photos", "MAE", "bias", "13–17 flagged*"]
+    header = ["condition", "photos", "no face found†", "MAE", "bias", "13–17 flagged*"]
     for name in sources:
         header += [f"{name} MAE", f"{name} 13–17*"]
     lines = [
@@ -78,7 +80,9 @@ def measure(args: argparse.Namespace) -> None:
         "| --- | " + " | ".join("---:" for _ in header[1:]) + " |",
     ]
     lines += [row("clean" if name == "none" else name, r, sources) for name, r in results.items()]
-    lines += ["", "\\* 13–17 flagged when the cut flags 10% of adults 25+ (the product's key figure)."]
+    lines += ["", "\\* 13–17 flagged when the cut flags 10% of adults 25+ (the product's key figure).",
+              "† the detector found no face in the corrupted photo; it is scored whole (as an already-cropped "
+              "photo), where the app would give no estimate at all."]
     write_report(args.out, lines, {"model": label, "max_images": args.max_images, "seed": args.seed,
                                    "results": results}, indent=2)
     print(f"wrote {args.out}.md and {args.out}.json")

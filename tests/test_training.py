@@ -646,3 +646,19 @@ def test_quality_sweep_writes_its_tables_per_face_size_and_sharpness(datasets, b
     binned_mae = sum(row["faces"] * row["mae"] for row in turn) / result["photos"]
     assert binned_mae == pytest.approx(result["clean_mae"], abs=0.01)
     assert (tmp_path / "sweep.md").read_text().startswith(f"{result['photos']} validation photos")
+
+
+def test_robustness_table_counts_the_photos_where_no_face_was_found(datasets, brightness_tflite, tmp_path):
+    """bench/robustness.py: each corruption's row says how often the detector lost the face."""
+    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "robustness.py"), "--model",
+                           str(brightness_tflite), "--data", str(datasets["utkface"]), "--only", "downscale", "noise",
+                           "--out", str(tmp_path / "robust")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "robust.json").read_text())["results"]
+    assert list(results) == ["none", "downscale", "noise"]
+    table = (tmp_path / "robust.md").read_text().splitlines()
+    assert "| condition | photos | no face found† | MAE |" in table[2]
+    for name, result in results.items():
+        assert 0 <= result["no_face"] <= result["scored"] >= 4
+        row = next(line for line in table if line.startswith(f"| {'clean' if name == 'none' else name} |"))
+        assert row.split(" | ")[2] == f"{result['no_face'] / result['scored']:.1%}"
