@@ -9,11 +9,11 @@ does. The run's own head then scores the training photos clean, the same photos 
 run's training augmentation, and the validation photos: how far apart they lie says whether
 the figure is lost to fitting, to augmentation or to new photos. Last-layer refits on the
 same features then ask how much a different read-out alone could recover: a ridge head on
-the training features (the run's sample weights), a 13–17 vs 25+ discriminant on them, and
-both fitted on one half of the validation photos and scored on the other (features of photos
-the backbone never trained on). If none comes near the target, the ranking is in the
-backbone's features and only training the backbone moves it. Features stay in memory: they
-are derived from the datasets.
+the training features (weighted as the run's fit weighs them), a 13–17 vs 25+ discriminant
+on them, and both fitted on one half of the validation photos and scored on the other
+(features of photos the backbone never trained on). If none comes near the target, the
+ranking is in the backbone's features and only training the backbone moves it. Features
+stay in memory: they are derived from the datasets.
 """
 
 from __future__ import annotations
@@ -107,7 +107,10 @@ def probe(args: argparse.Namespace) -> None:
     feats = pooled_features(run, pack, config)
     clean, (w0, b0) = feats["clean"], feats["head"]
     age = pack.age_years.astype(np.float64)
-    weights = sample_weights(pack, config["lds_sigma_years"], config["source_weight_power"]).astype(np.float64)
+    # Each split weighted as the fit weighs its training split (densities of that split's ages and sources)
+    weights = np.empty(len(pack))
+    for split in (train, val):
+        weights[split] = sample_weights(pack.subset(split), config["lds_sigma_years"], config["source_weight_power"])
     teen_or_adult = ((age >= 13) & (age < 18)) | (age >= 25)
     side = np.where(age < 18, 20.0, 40.0)  # a discriminant on the age scale: lower reads younger
 
@@ -148,8 +151,8 @@ def probe(args: argparse.Namespace) -> None:
     lines = [
         f"Run `{run.name}`: {int(train.sum())} training and {int(val.sum())} validation crops, each with its mirror "
         f"image, through the run's backbone to its {clean.shape[-1]} pooled features; refits are ridge "
-        f"(strength {args.ridge:g}) with the run's sample weights. Key figure: 13–17s flagged at the cut that flags "
-        "10% of 25+ adults.",
+        f"(strength {args.ridge:g}), each split's photos weighted as the run's fit weighs its training photos. "
+        "Key figure: 13–17s flagged at the cut that flags 10% of 25+ adults.",
         "",
         f"| read-out | scored on | MAE | key figure | AUC 13–17 vs 25+ | key: {' / '.join(sources)} |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
