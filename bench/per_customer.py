@@ -2,7 +2,8 @@
 
     python bench/per_customer.py --data ../shared/datasets/utkface --data ../shared/datasets/appa-real \\
         --data ../shared/datasets/aaf [--per-source 100] [--degrade camera] [--detect-interval-ms MS] \\
-        [--margin-years M] [--out docs/per_customer] [--customers RUN/customers.csv]
+        [--detector-side-px PX] [--sensor-noise SIGMA] [--margin-years M] [--out docs/per_customer] \\
+        [--customers RUN/customers.csv]
 
 The model's figures elsewhere are per photo; the till decides per customer, from many
 frames. No labelled till video exists here, so this builds one: each sampled validation
@@ -15,6 +16,10 @@ is read from the events: flagged (and why) if any alert came while they were in 
 estimate, seen, flagged, why) in `bench/compare_models.py`'s format, so that two models'
 replays of the same customers can be compared one by one; it names dataset files, so it
 belongs beside the run, not in the project. The clip and events stay in a temporary folder.
+``--sensor-noise`` adds Gaussian noise to every frame of the clip, as a camera at high gain
+in a dim shop does (``--degrade`` corrupts each photo before it is enlarged into the frame,
+so its noise reaches the frame as blobs, not as a sensor's grain); ``--detector-side-px``
+sets the replay's ``[detector] max_input_side_px``.
 """
 
 from __future__ import annotations
@@ -95,6 +100,10 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=30)
     parser.add_argument("--detect-interval-ms", type=float, default=None,
                         help="[detector] min_interval_ms for the replay (default: the app's)")
+    parser.add_argument("--detector-side-px", type=int, default=None,
+                        help="[detector] max_input_side_px for the replay (default: the app's; 0: off)")
+    parser.add_argument("--sensor-noise", type=float, default=0.0,
+                        help="sigma of Gaussian noise added to every frame, as a camera at high gain in a dim shop")
     parser.add_argument("--margin-years", type=float, default=None,
                         help="the gate's margin for the replay (default: the model card's MAE)")
     parser.add_argument("--customers", default=None, help="write each customer's outcome here (CSV)")
@@ -109,6 +118,17 @@ def measure(args: argparse.Namespace) -> None:
     picks = rng.permutation(len(images))  # the sources take turns at the till
     in_view = int(args.seconds * args.fps)
     gap = int(args.gap_s * args.fps)
+    noise_rng = np.random.default_rng([args.seed, 1])  # apart from the placements' draws
+    # a bank of noise fields, one drawn per frame (drawing 2.8M normals per frame would cost
+    # the bench more than the replay)
+    noise = [np.round(noise_rng.normal(0, args.sensor_noise, (HEIGHT, WIDTH, 3))).astype(np.int16)
+             for _ in range(16 if args.sensor_noise else 0)]
+
+    def sensor(frame: np.ndarray) -> np.ndarray:
+        if not noise:
+            return frame
+        return np.clip(frame + noise[noise_rng.integers(len(noise))], 0, 255).astype(np.uint8)
+
     with tempfile.TemporaryDirectory() as tmp:
         clip, events_path = Path(tmp) / "till.avi", Path(tmp) / "events.jsonl"
         writer = till_writer(clip, args.fps)
@@ -120,19 +140,21 @@ def measure(args: argparse.Namespace) -> None:
             back = background(rng)
             start = frame_index
             for frame in customer_frames(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), back, in_view, rng):
-                writer.write(frame)
+                writer.write(sensor(frame))
                 frame_index += 1
             for _ in range(gap):
-                writer.write(back)
+                writer.write(sensor(back))
                 frame_index += 1
             customers.append({"age": float(images.age_years[i]), "source": str(images.source[i]),
                               "file_name": images.paths[i].name,
                               "start_s": start / args.fps, "end_s": (start + in_view) / args.fps})
         writer.release()
+        detector = {key: value for key, value in (("min_interval_ms", args.detect_interval_ms),
+                                                  ("max_input_side_px", args.detector_side_px)) if value is not None}
         config = []
-        if args.detect_interval_ms is not None:
+        if detector:
             config = ["--config", str(Path(tmp) / "config.toml")]
-            Path(config[1]).write_text(f"[detector]\nmin_interval_ms = {args.detect_interval_ms}\n")
+            Path(config[1]).write_text("[detector]\n" + "".join(f"{k} = {v}\n" for k, v in detector.items()))
         subprocess.run([sys.executable, "-m", "edge_app", "replay", str(clip), "--model", args.model,
                         "--events", str(events_path), "--summary", str(Path(tmp) / "s.json"), *config,
                         *(["--margin-years", str(args.margin_years)] if args.margin_years is not None else [])],
@@ -176,7 +198,9 @@ def measure(args: argparse.Namespace) -> None:
     margin = card.mae_years if args.margin_years is None else args.margin_years
     lines = [
         f"{len(customers)} customers ({args.per_source} validation photos per source, `--degrade {args.degrade}`, "
-        f"seed {args.seed}), {args.seconds:g} s each at {args.fps:g} fps, model `{Path(args.model).name}` "
+        f"seed {args.seed}{f', sensor noise {args.sensor_noise:g}' if args.sensor_noise else ''}"
+        f"{f', detector input {args.detector_side_px} px' if args.detector_side_px is not None else ''}), "
+        f"{args.seconds:g} s each at {args.fps:g} fps, model `{Path(args.model).name}` "
         f"(margin {margin:.2f}), face detection on {replayed['detections']} of {replayed['frames']} frames:",
         "",
         "| true age | customers | never detected | flagged | by age | face_unclear | uncertain |",

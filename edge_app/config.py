@@ -91,12 +91,20 @@ class DetectorConfig:
             between reuses the last frame's faces (a customer moves a few pixels in 1/60 s).
             25 detects every frame of a 30 fps camera and every other frame at 50-60 fps,
             where detection was the loop's largest stage; 0 detects every frame.
+        max_input_side_px: a frame whose longer side exceeds this is shrunk by the smallest
+            whole factor k that brings it within it, each k x k block of pixels averaged
+            (720p: k = 3, 426 x 240), before BlazeFace; boxes and keypoints come back in the
+            frame's pixels. BlazeFace looks at 192 px whatever it is given, and MediaPipe's own
+            resize samples a 720p frame without averaging, so camera noise reaches it intact:
+            under sensor-like noise (sigma 25) it found a face in 80% of till frames, 97% after
+            the shrink (`docs/PERFORMANCE.md`, "Detector input"). 0 passes frames as they are.
     """
 
     model_path: str = str(DEFAULT_DETECTOR_MODEL)
     min_detection_confidence: float = 0.5
     min_suppression_threshold: float = 0.3
     min_interval_ms: float = 25.0
+    max_input_side_px: int = 480
 
     def __post_init__(self) -> None:
         _require(isinstance(self.model_path, str) and self.model_path != "",
@@ -104,6 +112,9 @@ class DetectorConfig:
         _number("detector.min_detection_confidence", self.min_detection_confidence, 0.0, 1.0)
         _number("detector.min_suppression_threshold", self.min_suppression_threshold, 0.0, 1.0)
         _number("detector.min_interval_ms", self.min_interval_ms, 0.0, 1000.0)
+        _require(isinstance(self.max_input_side_px, int) and not isinstance(self.max_input_side_px, bool)
+                 and (self.max_input_side_px == 0 or 128 <= self.max_input_side_px <= 8192),
+                 "detector.max_input_side_px", self.max_input_side_px, "0 (off) or an integer in [128, 8192]")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from edge_app.config import MODELS_DIR, AgeModelConfig, DetectorConfig
 from edge_app.detect import FaceDetector
 from edge_app.errors import AgecheckError
 from edge_app.model_card import ModelCard, card_path_for
+from edge_app.track import box_iou
 
 
 def rgb(frame):
@@ -36,6 +37,29 @@ def test_short_range_detector_misses_distant_faces(clip_frames):
     with FaceDetector(short) as detector:
         found = sum(len(detector.detect(rgb(f), timestamp_ms=i * 80)) for i, f in enumerate(clip_frames))
     assert found < 41 * 3 / 2
+
+
+def test_detector_shrinks_noisy_frames_before_blazeface_and_answers_in_frame_pixels(clip_frames):
+    """A 720p frame with camera noise: BlazeFace misses faces unless the frame is first averaged down."""
+    big = cv2.resize(rgb(clip_frames[-1]), (1280, 720), interpolation=cv2.INTER_CUBIC)
+    noisy = np.clip(big + np.random.default_rng(0).normal(0, 20, big.shape), 0, 255).astype(np.uint8)
+    with FaceDetector(DetectorConfig(max_input_side_px=0), video=False) as detector:
+        reference = detector.detect(big)  # the clean frame as it is
+        unshrunk = detector.detect(noisy)
+    with FaceDetector(DetectorConfig(), video=False) as detector:  # the default: 480 px, so 3 x 3 blocks here
+        shrunk = detector.detect(noisy)
+        clean = detector.detect(big)
+    assert len(reference) == 3 and len(unshrunk) < 3  # why the setting exists
+    assert len(shrunk) == 3
+    # on the clean frame the shrunk detection puts the eyes where the whole frame's does
+    order = np.argsort(reference.xyxy[:, 0]), np.argsort(clean.xyxy[:, 0])
+    eyes, clean_eyes = reference.keypoints[order[0], :2], clean.keypoints[order[1], :2]
+    eye_distance = np.linalg.norm(eyes[:, 1] - eyes[:, 0], axis=1)
+    assert (np.linalg.norm(clean_eyes - eyes, axis=2).max(axis=1) < 0.15 * eye_distance).all()
+    # boxes and keypoints in the 1280x720 frame's pixels, where the clean frame has its faces
+    assert (box_iou(reference.xyxy, shrunk.xyxy).max(axis=1) > 0.5).all()
+    inside = ((shrunk.keypoints >= shrunk.xyxy[:, None, :2]) & (shrunk.keypoints <= shrunk.xyxy[:, None, 2:])).all(-1)
+    assert inside[:, :3].all()  # eyes and nose tip
 
 
 def test_detector_finds_nothing_in_a_blank_frame():

@@ -85,7 +85,9 @@ def test_export_then_evaluate_reproduces_the_card(utk_run, datasets, tmp_path):
     assert "fine_tuned_from" not in card["training"]  # trained from scratch
     assert card["crop"] == {"margin": 0.1, "pad": "edge", "align": True}
     assert card["detector"] == {"model": "face_detection_full_range_sparse.tflite", "min_detection_confidence": 0.5,
-                                "canvas": 3.0}
+                                "max_input_side_px": 480, "canvas": 3.0}
+    from training.export import detector_from_card
+    assert detector_from_card(card | {"detector": card["detector"] | {"max_input_side_px": 0}}).max_input_side_px == 0
     [source] = card["training_data"]["sources"]
     assert source["name"] == "utkface" and source["licence"].startswith("UTKFace") and source["images"] == 30
     assert card["validation"]["images"] == n_val and card["validation"]["margin_measured_under"] == "camera"
@@ -662,3 +664,23 @@ def test_robustness_table_counts_the_photos_where_no_face_was_found(datasets, br
         assert 0 <= result["no_face"] <= result["scored"] >= 4
         row = next(line for line in table if line.startswith(f"| {'clean' if name == 'none' else name} |"))
         assert row.split(" | ")[2] == f"{result['no_face'] / result['scored']:.1%}"
+
+
+def test_detector_input_bench_compares_shrunk_and_whole_frames_with_noise(datasets, brightness_tflite, tmp_path):
+    """bench/detector_input.py: till frames with sensor noise, BlazeFace at each input side."""
+    bench = [sys.executable, str(PROJECT_ROOT / "bench" / "detector_input.py"), "--data", str(datasets["utkface"]),
+             "--per-source", "0", "--model", str(brightness_tflite)]
+    done = subprocess.run([*bench, "--sides", "0", "480", "--sensor-noise", "0", "25", "--out", str(tmp_path / "d")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "d.json").read_text())
+    rows = {(r["sensor_noise"], r["max_input_side_px"]): r for r in result["rows"]}
+    assert set(rows) == {(0, 0), (0, 480), (25, 0), (25, 480)}
+    frames = rows[(0, 0)]["frames"]
+    assert frames >= 4 and rows[(0, 0)]["found"] > 0.5
+    # the clean, whole frame is its own reference; the shrunk one lies close to it
+    assert rows[(0, 0)]["iou_median"] == 1.0 and rows[(0, 0)]["eye_error_median"] == 0.0
+    assert 0.7 < rows[(0, 480)]["iou_median"] < 1.0
+    assert all(0 <= r["found"] <= 1 and r["ms_per_frame"] > 0 for r in rows.values())
+    refused = subprocess.run([*bench, "--sides", "64"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and refused.stderr.startswith("error: --sides [64]"), refused.stderr

@@ -61,8 +61,9 @@ def detector_from_card(card: dict) -> DetectorConfig:
     saved = card.get("detector")
     if not saved:
         return PHOTO_DETECTOR
-    return _detector_from({"model_path": saved["model"],
-                           "min_detection_confidence": saved["min_detection_confidence"]})
+    # (cards before 2026-11-27 record no input side: today's default applies)
+    return _detector_from({"model_path": saved["model"], "min_detection_confidence": saved["min_detection_confidence"]}
+                          | ({"max_input_side_px": saved["max_input_side_px"]} if "max_input_side_px" in saved else {}))
 
 
 def canvas_from_card(card: dict) -> float:
@@ -281,6 +282,7 @@ def export(
             "detector": {
                 "model": Path(settings.detector.model_path).name,
                 "min_detection_confidence": settings.detector.min_detection_confidence,
+                "max_input_side_px": settings.detector.max_input_side_px,
                 "canvas": settings.canvas,
             },
             "training_data": {

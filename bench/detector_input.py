@@ -1,0 +1,129 @@
+"""What shrinking a frame before BlazeFace does: faces found through camera noise, and where.
+
+    python bench/detector_input.py --data ../shared/datasets/utkface --data ../shared/datasets/appa-real \\
+        --data ../shared/datasets/aaf [--per-source 300] [--sides 0 640 480 384 320] \\
+        [--sensor-noise 0 12 25] [--out docs/detector_input]
+
+Each sampled validation photo is placed in a 720p till frame as `bench/per_customer.py`
+places a customer (its first frame, soft background), then Gaussian sensor noise of each
+``--sensor-noise`` sigma is added to the whole frame, as a camera at high gain in a dim shop
+makes it. BlazeFace (the app's `FaceDetector`) runs on each frame at each ``--sides``
+setting of ``[detector] max_input_side_px`` (0: the frame as it is). Per setting and noise:
+the share of frames where it finds a face, ms per frame, and how far its most confident face
+lies from the one found on the same frame without noise and without shrinking (box IoU,
+eye-keypoint error in eye distances): the reference is itself a detection, so the no-shrink
+rows score 1.0 / 0.0 on clean frames by construction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.per_customer import background, customer_frames, customer_photo  # noqa: E402
+from bench.report import photo_bench_parser, public_settings, run_bench, write_report  # noqa: E402
+from edge_app.config import DetectorConfig  # noqa: E402
+from edge_app.detect import FaceDetector  # noqa: E402
+from edge_app.errors import AgecheckError  # noqa: E402
+from edge_app.model_card import ModelCard  # noqa: E402
+from edge_app.track import box_iou  # noqa: E402
+from training.data import load_sources, most_confident, select  # noqa: E402
+
+
+def main() -> None:
+    parser = photo_bench_parser(__doc__, per_source=300)
+    parser.add_argument("--sides", type=int, nargs="+", default=[0, 640, 480, 384, 320],
+                        help="[detector] max_input_side_px settings to compare (0: off)")
+    parser.add_argument("--sensor-noise", type=float, nargs="+", default=[0.0, 12.0, 25.0],
+                        help="sigmas of Gaussian noise added to each frame")
+    run_bench(measure, parser.parse_args())
+
+
+def till_frames(args: argparse.Namespace) -> list[np.ndarray]:
+    """One 720p RGB till frame per sampled validation photo (clean: noise is added later)."""
+    images = select(load_sources(args.data, *ModelCard.load(args.model).validation_split), "val",
+                    args.per_source, args.seed)
+    rng = np.random.default_rng(args.seed)
+    frames = []
+    for path in images.paths:
+        photo = customer_photo(path, "none", args.seed)
+        if photo is not None:
+            bgr = next(customer_frames(cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), background(rng), 2, rng))
+            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    if not frames:
+        raise AgecheckError(f"no readable validation photo in {', '.join(args.data)}")
+    return frames
+
+
+def eye_error(reference, face) -> float:
+    """Mean distance of the two eye keypoints from the reference's, in the reference's eye distances."""
+    ref_eyes, eyes = reference.keypoints[0, :2], face.keypoints[0, :2]
+    return float(np.linalg.norm(eyes - ref_eyes, axis=1).mean() / np.linalg.norm(ref_eyes[1] - ref_eyes[0]))
+
+
+def measure(args: argparse.Namespace) -> None:
+    """Everything after the arguments: frames, detections, the printed and written table."""
+    if any(side != 0 and side < 128 for side in args.sides):
+        raise AgecheckError(f"--sides {args.sides}: expected 0 (off) or sides of at least 128 px")
+    frames = till_frames(args)
+    detectors = {side: FaceDetector(DetectorConfig(max_input_side_px=side), video=False) for side in args.sides}
+    reference_detector = detectors.get(0) or FaceDetector(DetectorConfig(max_input_side_px=0), video=False)
+    noise_rng = np.random.default_rng([args.seed, 1])
+    cells = {(sigma, side): {"found": 0, "seconds": 0.0, "iou": [], "eye_error": []}
+             for sigma in args.sensor_noise for side in args.sides}
+    try:
+        for frame in frames:
+            reference = most_confident(reference_detector.detect(frame))
+            for sigma in args.sensor_noise:
+                noisy = frame if sigma == 0 else np.clip(
+                    frame + noise_rng.normal(0, sigma, frame.shape), 0, 255).astype(np.uint8)
+                for side, detector in detectors.items():
+                    started = time.perf_counter()
+                    face = most_confident(detector.detect(noisy))
+                    cell = cells[(sigma, side)]
+                    cell["seconds"] += time.perf_counter() - started
+                    if face is None:
+                        continue
+                    cell["found"] += 1
+                    if reference is not None:
+                        cell["iou"].append(float(box_iou(reference.xyxy, face.xyxy)[0, 0]))
+                        cell["eye_error"].append(eye_error(reference, face))
+    finally:
+        for detector in {*detectors.values(), reference_detector}:
+            detector.close()
+    rows = []
+    for (sigma, side), cell in cells.items():
+        rows.append({
+            "sensor_noise": sigma, "max_input_side_px": side, "frames": len(frames),
+            "found": cell["found"] / len(frames), "ms_per_frame": 1000 * cell["seconds"] / len(frames),
+            "iou_median": float(np.median(cell["iou"])) if cell["iou"] else None,
+            "iou_p5": float(np.percentile(cell["iou"], 5)) if cell["iou"] else None,
+            "eye_error_median": float(np.median(cell["eye_error"])) if cell["eye_error"] else None,
+        })
+    lines = [
+        f"{len(frames)} till frames (1280x720, one per validation photo, {args.per_source} per source, seed "
+        f"{args.seed}); reference: the most confident face of the clean frame, not shrunk.",
+        "",
+        "| sensor noise (sigma) | max_input_side_px | faces found | ms/frame | box IoU with the reference: "
+        "median / 5th percentile | eye error (eye distances), median |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        iou = "–" if r["iou_median"] is None else f"{r['iou_median']:.3f} / {r['iou_p5']:.3f}"
+        eye = "–" if r["eye_error_median"] is None else f"{r['eye_error_median']:.3f}"
+        lines.append(f"| {r['sensor_noise']:g} | {r['max_input_side_px'] or 'off'} | {r['found']:.1%} "
+                     f"| {r['ms_per_frame']:.1f} | {iou} | {eye} |")
+    print("\n".join(lines))
+    write_report(args.out, lines, {"rows": rows, "settings": public_settings(args, "data", "model", "out")})
+
+
+if __name__ == "__main__":
+    main()
