@@ -123,11 +123,7 @@ class FaceDetector:
             else:
                 result = self._detector.detect(image)
         self.detections += 1
-        faces = faces_from_result(result, width, height)
-        if k > 1:  # boxes come in the detector input's pixels; keypoints are relative to it
-            kept_width, kept_height = small.shape[1] * k, small.shape[0] * k
-            faces = Faces(xyxy=faces.xyxy * np.float32(k), confidence=faces.confidence,
-                          keypoints=faces.keypoints * np.array([kept_width / width, kept_height / height], np.float32))
+        faces = faces_from_result(result, small.shape[1], small.shape[0], scale=k)
         if self._video:
             self._last_detection = (int(timestamp_ms), faces)
         return faces
@@ -144,19 +140,23 @@ class FaceDetector:
         self.close()
 
 
-def faces_from_result(result: vision.FaceDetectorResult, width: int, height: int) -> Faces:
-    """Adapt a MediaPipe detection result to `Faces` (keypoints from normalised to pixels)."""
+def faces_from_result(result: vision.FaceDetectorResult, width: int, height: int, scale: int = 1) -> Faces:
+    """Adapt a MediaPipe detection result to `Faces` (keypoints from normalised to pixels).
+
+    ``width`` x ``height`` is the image BlazeFace was given; boxes and keypoints come back in the
+    pixels of an image ``scale`` times as large (the frame that image was averaged down from).
+    """
     if not result.detections:
         return Faces.empty()
     boxes = [d.bounding_box for d in result.detections]
     xyxy = np.array(
         [[b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height] for b in boxes],
         np.float32,
-    )
+    ) * np.float32(scale)
     confidence = np.array([d.categories[0].score for d in result.detections], np.float32)
     keypoints = np.full((len(boxes), len(KEYPOINTS), 2), np.nan, np.float32)
     for i, detection in enumerate(result.detections):
-        points = [(k.x * width, k.y * height) for k in (detection.keypoints or [])][: len(KEYPOINTS)]
+        points = [(k.x * width * scale, k.y * height * scale) for k in (detection.keypoints or [])][: len(KEYPOINTS)]
         if points:
             keypoints[i, : len(points)] = points
     return Faces(xyxy=xyxy, confidence=confidence, keypoints=keypoints)
