@@ -3,9 +3,9 @@
 #   bash bench/candidate.sh NAME RUN BASE_RUN DATA [DATA ...]
 #   e.g. bash bench/candidate.sh border_fill ~/.cache/agecheck-runs/v11 ~/.cache/agecheck-runs/v5-gpu \
 #            ../shared/datasets/{utkface,appa-real,aaf}
-# RUN: the candidate's run folder (model.keras, history.csv); BASE_RUN: the shipped model's run
-# folder, where bench/model_docs.sh left its prediction files (the till replay's are made
-# there once if missing). Writes docs/model/candidates/NAME.* (card, evaluations, paired
+# RUN: the candidate's run folder (model.keras, history.csv); BASE_RUN: a folder for the shipped
+# model's prediction files (those bench/model_docs.sh leaves in its run folder; each one missing,
+# as on a new machine, is made there once). Writes docs/model/candidates/NAME.* (card, evaluations, paired
 # comparisons per photo, per till frame and per till customer, crop border, glasses); files
 # that name dataset photos (predictions, customers) stay in RUN and BASE_RUN. 29 min on 2
 # cores when the export and the evaluations' crops were already made; more without.
@@ -26,14 +26,17 @@ for d in "$@"; do DATA+=(--data "$d"); done
 BIN=${BIN:-.venv/bin}
 SHIPPED=${SHIPPED:-models/age_resnet50_int8.tflite}
 OUT=docs/model/candidates/$NAME
-for needed in "$RUN/model.keras" "$BASE/predictions_val_int8.csv" "$BASE/predictions_val_int8_camera.csv"; do
-    if [ ! -f "$needed" ]; then
-        echo "error: $needed: no such file; expected the candidate's model.keras in RUN and the shipped" \
-             "model's predictions from bench/model_docs.sh in BASE_RUN" >&2
+if [ ! -f "$RUN/model.keras" ]; then
+    echo "error: $RUN/model.keras: no such file; expected the candidate's run folder as RUN" >&2
+    exit 1
+fi
+for d in "$@"; do
+    if [ ! -d "$d" ]; then
+        echo "error: $d: no such folder; expected the labelled photos (DATA) the candidate was trained on" >&2
         exit 1
     fi
 done
-mkdir -p "$(dirname "$OUT")" "$RUN/candidate"
+mkdir -p "$(dirname "$OUT")" "$RUN/candidate" "$BASE"
 card() {  # card() CARD.json KEY [KEY ...]: one value of a model card
     "$BIN/python" -c 'import functools, json, sys; print(functools.reduce(lambda d, k: d[k], sys.argv[2:], json.load(open(sys.argv[1]))))' "$@"
 }
@@ -52,6 +55,16 @@ cp "${MODEL%.tflite}.json" "$OUT.card.json"
 BASE_MARGIN=$(card "${SHIPPED%.tflite}.json" mae)
 MARGIN=$(card "$OUT.card.json" mae)
 SEED=$(card "$OUT.card.json" validation seed)
+
+BASE_SEED=$(card "${SHIPPED%.tflite}.json" validation seed)
+for evaluation in val_int8 val_int8_camera; do
+    if [ ! -f "$BASE/predictions_$evaluation.csv" ]; then
+        step "the shipped model's $evaluation predictions, once (as bench/model_docs.sh makes them)"
+        degrade=(); [ "$evaluation" = val_int8_camera ] && degrade=(--degrade camera)
+        "$BIN/agecheck" evaluate --model "$SHIPPED" "${DATA[@]}" --split val "${degrade[@]}" --seed "$BASE_SEED" \
+            --predictions "$BASE/predictions_$evaluation.csv" --report "$BASE/eval_$evaluation.json"
+    fi
+done
 
 step "per photo, clean and under the camera mix (seed $SEED, as the card)"
 # (the plots stay beside the run; the reports are copied)

@@ -589,13 +589,17 @@ def test_candidate_script_refuses_missing_runs_with_one_line_and_writes_nothing(
     usage = subprocess.run([*script, "only_a_name"], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and usage.stderr.startswith("usage: bash bench/candidate.sh NAME RUN BASE_RUN DATA")
     (tmp_path / "run").mkdir()
+    arguments = ["probe_candidate", str(tmp_path / "run"), str(tmp_path / "base"), str(tmp_path / "data")]
+    no_model = subprocess.run([*script, *arguments], capture_output=True, text=True, timeout=60)
+    assert no_model.returncode == 1 and no_model.stderr.count("\n") == 1, no_model.stderr
+    assert no_model.stderr.startswith(f"error: {tmp_path / 'run' / 'model.keras'}: no such file")
+    # A missing BASE_RUN is made (the shipped model's predictions are made there once); missing data is not.
     (tmp_path / "run" / "model.keras").write_bytes(b"")
-    missing = subprocess.run([*script, "probe_candidate", str(tmp_path / "run"), str(tmp_path / "base"),
-                              str(tmp_path / "data")], capture_output=True, text=True, timeout=60)
-    assert missing.returncode == 1 and missing.stderr.count("\n") == 1, missing.stderr
-    assert missing.stderr.startswith(f"error: {tmp_path / 'base' / 'predictions_val_int8.csv'}: no such file")
+    no_data = subprocess.run([*script, *arguments], capture_output=True, text=True, timeout=60)
+    assert no_data.returncode == 1 and no_data.stderr.count("\n") == 1, no_data.stderr
+    assert no_data.stderr.startswith(f"error: {tmp_path / 'data'}: no such folder")
     assert not list((PROJECT_ROOT / "docs" / "model" / "candidates").glob("probe_candidate*"))
-    assert not (tmp_path / "run" / "candidate").exists()
+    assert not (tmp_path / "run" / "candidate").exists() and not (tmp_path / "base").exists()
 
 
 def test_bench_reports_name_files_not_local_paths_and_keep_dotted_names(tmp_path):
