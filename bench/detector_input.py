@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.per_customer import background, customer_frames, customer_photo  # noqa: E402
 from bench.report import photo_bench_parser, public_settings, run_bench, write_report  # noqa: E402
-from edge_app.config import DetectorConfig  # noqa: E402
+from edge_app.config import ConfigError, DetectorConfig  # noqa: E402
 from edge_app.detect import FaceDetector  # noqa: E402
 from edge_app.errors import AgecheckError  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
@@ -71,10 +71,12 @@ def eye_error(reference, face) -> float:
 
 def measure(args: argparse.Namespace) -> None:
     """Everything after the arguments: frames, detections, the printed and written table."""
-    if any(side != 0 and side < 128 for side in args.sides):
-        raise AgecheckError(f"--sides {args.sides}: expected 0 (off) or sides of at least 128 px")
+    try:  # the app's own rule for the setting
+        configs = {side: DetectorConfig(max_input_side_px=side) for side in args.sides}
+    except ConfigError as error:
+        raise AgecheckError(f"--sides {args.sides}: {error}") from None
     frames = till_frames(args)
-    detectors = {side: FaceDetector(DetectorConfig(max_input_side_px=side), video=False) for side in args.sides}
+    detectors = {side: FaceDetector(config, video=False) for side, config in configs.items()}
     reference_detector = detectors.get(0) or FaceDetector(DetectorConfig(max_input_side_px=0), video=False)
     noise_rng = np.random.default_rng([args.seed, 1])
     cells = {(sigma, side): {"found": 0, "seconds": 0.0, "iou": [], "eye_error": []}
