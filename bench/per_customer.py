@@ -3,7 +3,7 @@
     python bench/per_customer.py --data ../shared/datasets/utkface --data ../shared/datasets/appa-real \\
         --data ../shared/datasets/aaf [--per-source 100] [--degrade camera] [--detect-interval-ms MS] \\
         [--detector-side-px PX] [--sensor-noise SIGMA] [--margin-years M] [--out docs/per_customer] \\
-        [--customers RUN/customers.csv]
+        [--customers RUN/customers.csv] [--all-aged 13 18]
 
 The model's figures elsewhere are per photo; the till decides per customer, from many
 frames. No labelled till video exists here, so this builds one: each sampled validation
@@ -19,7 +19,9 @@ belongs beside the run, not in the project. The clip and events stay in a tempor
 ``--sensor-noise`` adds Gaussian noise to every frame of the clip, as a camera at high gain
 in a dim shop does (``--degrade`` corrupts each photo before it is enlarged into the frame,
 so its noise reaches the frame as blobs, not as a sensor's grain); ``--detector-side-px``
-sets the replay's ``[detector] max_input_side_px``.
+sets the replay's ``[detector] max_input_side_px``. ``--all-aged 13 18`` adds every other
+validation photo of a 13-17-year-old to the drawn customers: 300 per source hold 54 of the
+251, too few to tell two models apart at the till by the product's key group.
 """
 
 from __future__ import annotations
@@ -39,12 +41,27 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import photo_bench_parser, public_settings, run_bench, write_report  # noqa: E402
+from edge_app.errors import AgecheckError  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
-from training.data import load_sources, read_rgb, select  # noqa: E402
+from training.data import LabelledImages, load_sources, read_rgb, select  # noqa: E402
 from training.degrade import degrade  # noqa: E402
 
 BANDS = [("0-12", 0, 13), ("13-17", 13, 18), ("18-24", 18, 25), ("25+", 25, 200)]
 WIDTH, HEIGHT = 1280, 720
+
+
+def till_customers(images: LabelledImages, per_source: int, seed: int,
+                   all_aged: tuple[float, float] | None = None) -> LabelledImages:
+    """The validation photos among ``images`` that come to the till: ``per_source`` drawn per
+    source (`select`), and with ``all_aged`` (from, below) every other one of those ages, in file order."""
+    if all_aged is not None and not all_aged[0] < all_aged[1]:
+        raise AgecheckError(f"--all-aged {all_aged[0]:g} {all_aged[1]:g}: expected the first age below the second")
+    drawn = select(images, "val", per_source, seed)
+    if all_aged is None:
+        return drawn
+    taken = set(drawn.paths)
+    in_band = (images.split == "val") & (images.age_years >= all_aged[0]) & (images.age_years < all_aged[1])
+    return images.subset(np.flatnonzero(in_band | np.array([path in taken for path in images.paths])))
 
 
 def background(rng: np.random.Generator) -> np.ndarray:
@@ -107,13 +124,17 @@ def main() -> None:
     parser.add_argument("--margin-years", type=float, default=None,
                         help="the gate's margin for the replay (default: the model card's MAE)")
     parser.add_argument("--customers", default=None, help="write each customer's outcome here (CSV)")
+    parser.add_argument("--all-aged", type=float, nargs=2, metavar=("FROM", "BELOW"), default=None,
+                        help="every validation photo aged FROM to under BELOW joins the drawn ones "
+                             "(13 18: every 13-17-year-old)")
     run_bench(measure, parser.parse_args())
 
 
 def measure(args: argparse.Namespace) -> None:
     """Everything after the arguments: photos, estimates, the printed and written tables."""
     card = ModelCard.load(args.model)
-    images = select(load_sources(args.data, *card.validation_split), "val", args.per_source, args.seed)
+    images = till_customers(load_sources(args.data, *card.validation_split), args.per_source, args.seed,
+                            args.all_aged)
     rng = np.random.default_rng(args.seed)
     picks = rng.permutation(len(images))  # the sources take turns at the till
     in_view = int(args.seconds * args.fps)
@@ -197,7 +218,9 @@ def measure(args: argparse.Namespace) -> None:
         })
     margin = card.mae_years if args.margin_years is None else args.margin_years
     lines = [
-        f"{len(customers)} customers ({args.per_source} validation photos per source, `--degrade {args.degrade}`, "
+        f"{len(customers)} customers ({args.per_source} validation photos per source"
+        f"{f' and every other one aged {args.all_aged[0]:g} to under {args.all_aged[1]:g}' if args.all_aged else ''}, "
+        f"`--degrade {args.degrade}`, "
         f"seed {args.seed}{f', sensor noise {args.sensor_noise:g}' if args.sensor_noise else ''}"
         f"{f', detector input {args.detector_side_px} px' if args.detector_side_px is not None else ''}), "
         f"{args.seconds:g} s each at {args.fps:g} fps, model `{Path(args.model).name}` "

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -600,6 +601,27 @@ def test_candidate_script_refuses_missing_runs_with_one_line_and_writes_nothing(
     assert no_data.stderr.startswith(f"error: {tmp_path / 'data'}: no such folder")
     assert not list((PROJECT_ROOT / "docs" / "model" / "candidates").glob("probe_candidate*"))
     assert not (tmp_path / "run" / "candidate").exists() and not (tmp_path / "base").exists()
+
+
+def test_till_bench_adds_every_validation_photo_of_an_age_band_to_its_drawn_customers():
+    from bench.per_customer import till_customers
+    from edge_app.errors import AgecheckError
+    from training.data import LabelledImages
+
+    ages = np.array([15, 30, 16, 40, 13, 50, 16.5, 17.9, 60, 14, 70, 18], np.float32)
+    images = LabelledImages(root=Path("sets"), layout="utkface", paths=[Path(f"{i}.jpg") for i in range(12)],
+                            age_years=ages, split=np.array(["val", "val", "train", "val"] * 3),
+                            source=np.array(["a"] * 6 + ["b"] * 6))
+    drawn = till_customers(images, 2, seed=0)
+    assert len(drawn) == 4 and set(drawn.split) == {"val"}
+    both = till_customers(images, 2, seed=0, all_aged=(13, 18))
+    names = [p.name for p in both.paths]
+    # the drawn four, and every validation 13-17 (not 2 and 6.jpg: training; not 11.jpg: 18), in file order
+    assert set(names) == {p.name for p in drawn.paths} | {"0.jpg", "4.jpg", "7.jpg", "9.jpg"}
+    assert names == sorted(names, key=lambda n: int(n.split(".")[0])) and len(set(names)) == len(names)
+    assert both.age_years[names.index("7.jpg")] == pytest.approx(17.9) and list(both.source).count("b") >= 2
+    with pytest.raises(AgecheckError, match=r"--all-aged 18 13: expected the first age below the second"):
+        till_customers(images, 2, seed=0, all_aged=(18, 13))
 
 
 def test_bench_reports_name_files_not_local_paths_and_keep_dotted_names(tmp_path):
