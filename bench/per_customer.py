@@ -64,6 +64,28 @@ def till_customers(images: LabelledImages, per_source: int, seed: int,
     return images.subset(np.flatnonzero(in_band | np.array([path in taken for path in images.paths])))
 
 
+def band_rows(customers: list[dict]) -> list[dict]:
+    """Per age band of `BANDS` with customers: how many, and the shares never detected, flagged
+    (for any reason) and flagged for each reason. Each customer: ``age``, ``seen``, ``flagged``, ``reason``."""
+    rows = []
+    for name, lo, hi in BANDS:
+        group = [c for c in customers if lo <= c["age"] < hi]
+        if not group:
+            continue
+
+        def share(test, group=group):
+            return sum(test(c) for c in group) / len(group)
+
+        rows.append({
+            "band": name, "customers": len(group), "never_seen": share(lambda c: not c["seen"]),
+            "flagged": share(lambda c: c["flagged"]),
+            "by_age": share(lambda c: c["reason"] == "age"),
+            "face_unclear": share(lambda c: c["reason"] == "face_unclear"),
+            "uncertain": share(lambda c: c["reason"] == "uncertain"),
+        })
+    return rows
+
+
 def background(rng: np.random.Generator) -> np.ndarray:
     """A soft, shop-like background: blurred blotches of muted colour."""
     coarse = rng.integers(60, 200, (9, 16, 3), dtype=np.uint8)
@@ -201,21 +223,9 @@ def measure(args: argparse.Namespace) -> None:
             c["estimate"] = e["estimated_age"]  # the track's median as of its latest event
         if e["type"] == "alert" and not c["flagged"]:
             c.update(flagged=True, reason=e["reason"], decided_s=round(e["video_time_s"] - c["start_s"], 3))
-    rows = []
-    for name, lo, hi in BANDS:
-        group = [c for c in customers if lo <= c["age"] < hi]
-        if not group:
-            continue
-        def share(test, group=group):
-            return sum(test(c) for c in group) / len(group)
-
-        rows.append({
-            "band": name, "customers": len(group), "never_seen": share(lambda c: not c["seen"]),
-            "flagged": share(lambda c: c["flagged"]),
-            "by_age": share(lambda c: c["reason"] == "age"),
-            "face_unclear": share(lambda c: c["reason"] == "face_unclear"),
-            "uncertain": share(lambda c: c["reason"] == "uncertain"),
-        })
+    rows = band_rows(customers)
+    sources = sorted({c["source"] for c in customers})
+    by_source = {source: band_rows([c for c in customers if c["source"] == source]) for source in sources}
     margin = card.mae_years if args.margin_years is None else args.margin_years
     lines = [
         f"{len(customers)} customers ({args.per_source} validation photos per source"
@@ -232,6 +242,13 @@ def measure(args: argparse.Namespace) -> None:
     for r in rows:
         lines.append(f"| {r['band']} | {r['customers']} | {r['never_seen']:.0%} | **{r['flagged']:.0%}** | "
                      f"{r['by_age']:.0%} | {r['face_unclear']:.0%} | {r['uncertain']:.0%} |")
+    if len(sources) > 1:
+        lines += ["", "Flagged per source (share of the source's customers of that age, and how many they were):", "",
+                  "| source | " + " | ".join(name for name, _, _ in BANDS) + " |",
+                  "| --- |" + " ---: |" * len(BANDS)]
+        for source, source_rows in by_source.items():
+            cells = {r["band"]: f"{r['flagged']:.0%} of {r['customers']}" for r in source_rows}
+            lines.append(f"| {source} | " + " | ".join(cells.get(name, "-") for name, _, _ in BANDS) + " |")
     decided = [c["decided_s"] for c in customers if c["decided_s"] is not None and c["reason"] == "age"]
     if decided:
         lines += ["", f"Alerts by age came {np.median(decided):.2f} s (median) after the customer appeared."]
@@ -239,7 +256,7 @@ def measure(args: argparse.Namespace) -> None:
     if args.customers:
         write_customers(Path(args.customers), customers)
     settings = public_settings(args, "data", "model", "customers", "out")
-    write_report(args.out, lines, {"rows": rows, "settings": settings})
+    write_report(args.out, lines, {"rows": rows, "by_source": by_source, "settings": settings})
 
 
 if __name__ == "__main__":

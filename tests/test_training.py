@@ -624,6 +624,22 @@ def test_till_bench_adds_every_validation_photo_of_an_age_band_to_its_drawn_cust
         till_customers(images, 2, seed=0, all_aged=(18, 13))
 
 
+def test_till_bench_counts_each_age_band_and_reason_per_group_of_customers():
+    from bench.per_customer import band_rows
+
+    def customer(age, seen=True, reason=None):
+        return {"age": age, "seen": seen, "flagged": reason is not None, "reason": reason}
+
+    customers = [customer(15, reason="age"), customer(16), customer(17.5, seen=False, reason="face_unclear"),
+                 customer(16, reason="uncertain"), customer(30), customer(40, reason="age"), customer(8, reason="age")]
+    rows = {r["band"]: r for r in band_rows(customers)}
+    assert list(rows) == ["0-12", "13-17", "25+"]  # no 18-24 customer: no row
+    teens = rows["13-17"]
+    assert teens["customers"] == 4 and teens["flagged"] == 0.75 and teens["never_seen"] == 0.25
+    assert (teens["by_age"], teens["face_unclear"], teens["uncertain"]) == (0.25, 0.25, 0.25)
+    assert rows["25+"]["flagged"] == 0.5 and rows["0-12"]["by_age"] == 1.0
+
+
 def test_bench_reports_name_files_not_local_paths_and_keep_dotted_names(tmp_path):
     from argparse import Namespace
 
