@@ -715,6 +715,24 @@ def test_robustness_table_counts_the_photos_where_no_face_was_found(datasets, br
         assert row.split(" | ")[2] == f"{result['no_face'] / result['scored']:.1%}"
 
 
+def test_gate_noise_bench_measures_the_gates_sharpness_under_blur_and_noise(datasets, brightness_tflite, tmp_path):
+    """bench/gate_noise.py: the app's quality gate on till frames, blurred, then noised."""
+    bench = [sys.executable, str(PROJECT_ROOT / "bench" / "gate_noise.py"), "--data", str(datasets["utkface"]),
+             "--per-source", "0", "--model", str(brightness_tflite)]
+    done = subprocess.run([*bench, "--blur", "0", "8", "--sensor-noise", "0", "25", "--out", str(tmp_path / "g")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {(r["blur_px"], r["sensor_noise"]): r for r in json.loads((tmp_path / "g.json").read_text())["rows"]}
+    assert set(rows) == {(0, 0), (0, 25), (8, 0), (8, 25)} and rows[(0, 0)]["faces"] >= 4
+    assert rows[(0, 0)]["passed"] >= rows[(8, 0)]["passed"]
+    sharp = {key: r["sharpness_median"] for key, r in rows.items()}
+    assert sharp[(8, 0)] < sharp[(0, 0)] / 3  # blur takes the edges away...
+    assert sharp[(8, 25)] > 2 * sharp[(8, 0)]  # ...and noise puts "edges" back
+    assert "| 8 | 25 |" in (tmp_path / "g.md").read_text()
+    refused = subprocess.run([*bench, "--blur", "-1"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and refused.stderr.startswith("error: --blur [-1.0]"), refused.stderr
+
+
 def test_detector_input_bench_compares_shrunk_and_whole_frames_with_noise(datasets, brightness_tflite, tmp_path):
     """bench/detector_input.py: till frames with sensor noise, BlazeFace at each input side."""
     bench = [sys.executable, str(PROJECT_ROOT / "bench" / "detector_input.py"), "--data", str(datasets["utkface"]),
