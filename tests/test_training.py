@@ -715,14 +715,24 @@ def test_robustness_table_counts_the_photos_where_no_face_was_found(datasets, br
         assert row.split(" | ")[2] == f"{result['no_face'] / result['scored']:.1%}"
 
 
+def till_frame_bench(name: str, datasets, model) -> list[str]:
+    """The command of a bench over till frames, on every tiny UTKFace photo."""
+    return [sys.executable, str(PROJECT_ROOT / "bench" / f"{name}.py"), "--data", str(datasets["utkface"]),
+            "--per-source", "0", "--model", str(model)]
+
+
+def ok_bench(command: list[str], out: Path) -> dict:
+    """Run a bench with ``--out out``; its JSON report, after checking it ended well."""
+    done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(Path(f"{out}.json").read_text())
+
+
 def test_gate_noise_bench_measures_the_gates_sharpness_under_blur_and_noise(datasets, brightness_tflite, tmp_path):
     """bench/gate_noise.py: the app's quality gate on till frames, blurred, then noised."""
-    bench = [sys.executable, str(PROJECT_ROOT / "bench" / "gate_noise.py"), "--data", str(datasets["utkface"]),
-             "--per-source", "0", "--model", str(brightness_tflite)]
-    done = subprocess.run([*bench, "--blur", "0", "8", "--sensor-noise", "0", "25", "--out", str(tmp_path / "g")],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    rows = {(r["blur_px"], r["sensor_noise"]): r for r in json.loads((tmp_path / "g.json").read_text())["rows"]}
+    bench = till_frame_bench("gate_noise", datasets, brightness_tflite)
+    result = ok_bench([*bench, "--blur", "0", "8", "--sensor-noise", "0", "25"], tmp_path / "g")
+    rows = {(r["blur_px"], r["sensor_noise"]): r for r in result["rows"]}
     assert set(rows) == {(0, 0), (0, 25), (8, 0), (8, 25)} and rows[(0, 0)]["faces"] >= 4
     assert rows[(0, 0)]["passed"] >= rows[(8, 0)]["passed"]
     sharp = {key: r["sharpness_median"] for key, r in rows.items()}
@@ -735,12 +745,8 @@ def test_gate_noise_bench_measures_the_gates_sharpness_under_blur_and_noise(data
 
 def test_detector_input_bench_compares_shrunk_and_whole_frames_with_noise(datasets, brightness_tflite, tmp_path):
     """bench/detector_input.py: till frames with sensor noise, BlazeFace at each input side."""
-    bench = [sys.executable, str(PROJECT_ROOT / "bench" / "detector_input.py"), "--data", str(datasets["utkface"]),
-             "--per-source", "0", "--model", str(brightness_tflite)]
-    done = subprocess.run([*bench, "--sides", "0", "480", "--sensor-noise", "0", "25", "--out", str(tmp_path / "d")],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    result = json.loads((tmp_path / "d.json").read_text())
+    bench = till_frame_bench("detector_input", datasets, brightness_tflite)
+    result = ok_bench([*bench, "--sides", "0", "480", "--sensor-noise", "0", "25"], tmp_path / "d")
     rows = {(r["sensor_noise"], r["max_input_side_px"]): r for r in result["rows"]}
     assert set(rows) == {(0, 0), (0, 480), (25, 0), (25, 480)}
     frames = rows[(0, 0)]["frames"]
