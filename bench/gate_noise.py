@@ -7,10 +7,11 @@
 Each sampled validation photo is placed in a 720p till frame (as `bench/detector_input.py`
 does), and its face found on that clean frame. The frame is then blurred (Gaussian, sigma
 in frame pixels: the face is 100-180 px wide there) and Gaussian sensor noise of each sigma
-is added; the app's quality stage (`edge_app.quality.gate`, default `QualityConfig`, the
-card's crop) judges the same face on it. Per blur and noise: the median of the gate's
-sharpness measure (variance of the Laplacian of the 64 px grey crop) and the share of faces
-that pass the gate's sharpness limit. The blur test works if blurred faces fail whatever the noise.
+is added; the app's quality checks (`edge_app.quality.measure` and `passes`, as its `gate`
+applies them; default `QualityConfig`, the card's crop) judge the same face on it. Per blur
+and noise: the median of the gate's sharpness measure (variance of the Laplacian of the 64 px
+grey crop) and the share of faces that pass the gate. The blur test works if blurred faces
+fail whatever the noise.
 """
 
 from __future__ import annotations
@@ -68,10 +69,11 @@ def measure(args: argparse.Namespace) -> None:
                 image = cv2.GaussianBlur(frame, (0, 0), blur) if blur else frame
                 if sigma:
                     image = np.clip(image + noise_rng.normal(0, sigma, image.shape), 0, 255).astype(np.uint8)
-                crop = crop_faces(image, face.xyxy, card.input_size, card.crop, face.keypoints)
-                sharpness.append(float(quality.sharpness(crop)[0]))
-                _, due, _ = quality.gate(image, face, np.ones(1, bool), card.input_size, card.crop, config)
-                passed += int(due[0])
+                # the gate's own measures and limits, on the crop it would cut (one crop, not two)
+                measures = quality.measure(face, crop_faces(image, face.xyxy, card.input_size, card.crop,
+                                                            face.keypoints))
+                sharpness.append(float(measures.sharpness[0]))
+                passed += int(quality.passes(measures, config)[0])
             rows.append({"blur_px": blur, "sensor_noise": sigma, "faces": len(framed),
                          "sharpness_median": float(np.median(sharpness)), "passed": passed / len(framed)})
     lines = [
