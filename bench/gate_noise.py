@@ -9,7 +9,7 @@ does), and its face found on that clean frame. The frame is then blurred (Gaussi
 in frame pixels: the face is 100-180 px wide there) and Gaussian sensor noise of each sigma
 is added; the app's quality checks (`edge_app.quality.measure` and `passes`, as its `gate`
 applies them; default `QualityConfig`, the card's crop) judge the same face on it. Per blur
-and noise: the median of the gate's sharpness measure (variance of the Laplacian of the 64 px
+and noise: the median of the gate's sharpness measure (variance of the Laplacian of the smoothed 64 px
 grey crop) and the share of faces that pass the gate. The blur test works if blurred faces
 fail whatever the noise.
 """
@@ -78,8 +78,8 @@ def measure(args: argparse.Namespace) -> None:
                          "sharpness_median": float(np.median(sharpness)), "passed": passed / len(framed)})
     lines = [
         f"{len(framed)} faces in 720p till frames ({args.per_source} validation photos per source, seed {args.seed}), "
-        f"judged by the app's quality gate (min_sharpness {config.min_sharpness:g}, also eye distance "
-        f"and turn) after blur and sensor noise:",
+        f"judged by the app's quality gate (min_smoothed_sharpness {config.min_smoothed_sharpness:g}, "
+        f"also eye distance and turn) after blur and sensor noise:",
         "",
         "| blur (sigma, frame px) | sensor noise (sigma) | sharpness, median | faces the gate passes |",
         "| ---: | ---: | ---: | ---: |",

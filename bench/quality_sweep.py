@@ -111,8 +111,8 @@ def sweep(args: argparse.Namespace) -> None:
     for key, title, unit, rows, edges in (
         ("by_eye_distance", "By eye distance (photos shrunk):", "eyes apart (px)", size_rows,
          [0, 6, 8, 10, 12, 16, 20, 24, 32, 48, 1000]),
-        ("by_sharpness", "By sharpness (photos blurred, and clean):", "Laplacian variance", blur,
-         [0, 5, 10, 20, 30, 50, 80, 120, 200, 400, 100_000]),
+        ("by_sharpness", "By sharpness (photos blurred, and clean):", "Laplacian variance, smoothed", blur,
+         [0, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100_000]),
         ("by_turn", "By turn (clean photos):", "nose off centre (eye distances)", turn,
          [0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.45, 10]),
     ):

@@ -177,19 +177,21 @@ class QualityConfig:
 
     Attributes:
         min_eye_distance_px: pixels between the eyes in the frame.
-        min_sharpness: variance of the Laplacian of the grey face crop at 64 px
-            (`edge_app.quality.SHARPNESS_SIDE_PX`), whatever the model's input side.
+        min_smoothed_sharpness: variance of the Laplacian of the grey face crop at 64 px
+            (`edge_app.quality.SHARPNESS_SIDE_PX`, whatever the model's input side), smoothed
+            first so that camera noise does not count as detail
+            (`edge_app.quality.SHARPNESS_SMOOTHING_PX`).
         max_turn: how far the nose sits off the eyes' midpoint, in eye distances
             (0 frontal; about 0.5 in profile).
     """
 
     min_eye_distance_px: float = 10.0
-    min_sharpness: float = 20.0
+    min_smoothed_sharpness: float = 4.0
     max_turn: float = 0.45
 
     def __post_init__(self) -> None:
         _number("quality.min_eye_distance_px", self.min_eye_distance_px, 0, 1000)
-        _number("quality.min_sharpness", self.min_sharpness, 0, 100_000)
+        _number("quality.min_smoothed_sharpness", self.min_smoothed_sharpness, 0, 100_000)
         _number("quality.max_turn", self.max_turn, 0, 10)
 
 
@@ -265,6 +267,16 @@ class AppConfig:
         return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section), **values)})
 
 
+RETIRED_KEYS = {
+    "quality.min_sharpness": (
+        "it measured the bare Laplacian, which camera noise fools (docs/PERFORMANCE.md, "
+        "\"Camera noise and the blur test\"); set quality.min_smoothed_sharpness "
+        f"instead, on its own scale (default {QualityConfig().min_smoothed_sharpness:g})"
+    ),
+}
+"""Keys a config may still hold from an older release, and what replaced them."""
+
+
 def config_from_dict(data: dict[str, Any]) -> AppConfig:
     """Build an `AppConfig` from nested dicts, rejecting unknown sections and keys.
 
@@ -281,6 +293,8 @@ def config_from_dict(data: dict[str, Any]) -> AppConfig:
         cls = type(getattr(AppConfig(), section))
         allowed = {f.name for f in dataclasses.fields(cls)}
         for key in values:
+            if f"{section}.{key}" in RETIRED_KEYS:
+                raise ConfigError(f"config key {section}.{key} is retired: {RETIRED_KEYS[f'{section}.{key}']}")
             if key not in allowed:
                 raise ConfigError(
                     f"unknown config key {section}.{key}: expected one of {sorted(allowed)}"

@@ -19,7 +19,14 @@ from edge_app.faces import Faces
 SHARPNESS_SIDE_PX = 64
 """Sharpness is measured on the crop at this side, whatever the model's input: the variance
 of the Laplacian falls as the same face is cut at more pixels, and `QualityConfig`'s limit
-was set on 64 px crops."""
+was set on 64 px crops. (A model input under 64 px gives crops that, scaled up to be
+measured, read softer than the face is.)"""
+
+SHARPNESS_SMOOTHING_PX = 1.0
+"""Sigma of the Gaussian the 64 px grey crop is smoothed with before its Laplacian. Sensor
+noise is all edges to a bare Laplacian, so a blurred face with camera noise on it measured
+sharp (`bench/gate_noise.py`); smoothed first, the measure keeps a face's edges and drops
+the noise's."""
 
 
 @dataclass(frozen=True)
@@ -30,8 +37,8 @@ class FaceMeasures:
         eye_distance_px: (n,) pixels between the eye keypoints.
         turn: (n,) distance of the nose from the eyes' midpoint along the eye line, in eye
             distances: 0 for a frontal face, about 0.5 in profile.
-        sharpness: (n,) variance of the Laplacian of the grey crop at `SHARPNESS_SIDE_PX`
-            (only for the crops given).
+        sharpness: (n,) variance of the Laplacian of the grey crop at `SHARPNESS_SIDE_PX`,
+            smoothed by `SHARPNESS_SMOOTHING_PX` (only for the crops given).
     """
 
     eye_distance_px: np.ndarray
@@ -50,13 +57,17 @@ def geometry(faces: Faces) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sharpness(crops: np.ndarray) -> np.ndarray:
-    """(m,) variance of the Laplacian of each (S, S, 3) uint8 crop's grey image at 64 px."""
+    """(m,) variance of the Laplacian of each (S, S, 3) uint8 crop's smoothed grey image at 64 px.
+
+    Smoothed first (`SHARPNESS_SMOOTHING_PX`) so that camera noise does not count as detail.
+    """
     out = np.empty(len(crops), np.float32)
     for i, crop in enumerate(crops):
         grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
         if grey.shape != (SHARPNESS_SIDE_PX, SHARPNESS_SIDE_PX):
             grey = cv2.resize(grey, (SHARPNESS_SIDE_PX, SHARPNESS_SIDE_PX), interpolation=cv2.INTER_AREA)
-        out[i] = cv2.Laplacian(grey, cv2.CV_32F).var()
+        smooth = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), SHARPNESS_SMOOTHING_PX)
+        out[i] = cv2.Laplacian(smooth, cv2.CV_32F).var()
     return out
 
 
@@ -79,8 +90,8 @@ def passes(measures: FaceMeasures, config: QualityConfig) -> np.ndarray:
             ok &= ~(measures.eye_distance_px < config.min_eye_distance_px)
         if config.max_turn:
             ok &= ~(measures.turn > config.max_turn)
-        if config.min_sharpness:
-            ok &= ~(measures.sharpness < config.min_sharpness)
+        if config.min_smoothed_sharpness:
+            ok &= ~(measures.sharpness < config.min_smoothed_sharpness)
     return ok
 
 

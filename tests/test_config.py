@@ -24,6 +24,10 @@ from edge_app.config import (
         ({"policy": {"margin_years": -1}}, pytest.raises(ConfigError, match="policy.margin_years = -1")),
         ({"policy": {"treshold_age": 18}}, pytest.raises(ConfigError, match="unknown config key policy.treshold_age")),
         ({"polcy": {}}, pytest.raises(ConfigError, match="unknown config section \\[polcy\\]")),
+        # an older release's key, on another scale: named, with what replaced it
+        ({"quality": {"min_sharpness": 20.0}},
+         pytest.raises(ConfigError, match="quality.min_sharpness is retired.*set quality.min_smoothed_sharpness")),
+        ({"quality": {"min_smoothed_sharpness": 4.0}}, does_not_raise()),
         ({"policy": 18}, pytest.raises(ConfigError, match="must be a table")),
         ({"detector": {"min_detection_confidence": 1.5}}, pytest.raises(ConfigError, match="min_detection_confidence")),
         ({"detector": {"max_input_side_px": 0}}, does_not_raise()),

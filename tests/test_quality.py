@@ -6,7 +6,7 @@ import pytest
 
 from edge_app.config import QualityConfig
 from edge_app.crop import crop_faces
-from edge_app.quality import geometry, measure, passes, sharpness
+from edge_app.quality import SHARPNESS_SMOOTHING_PX, geometry, measure, passes, sharpness
 from tests.conftest import make_faces
 
 
@@ -50,11 +50,12 @@ def test_sharpness_does_not_depend_on_the_model_input_side():
     frame = cv2.GaussianBlur(frame, (0, 0), 1.0)
     box = np.array([[560, 260, 720, 420]], np.float32)
     by_side = {side: sharpness(crop_faces(frame, box, side))[0] for side in (64, 96, 128)}
-    raw_96 = cv2.Laplacian(cv2.cvtColor(crop_faces(frame, box, 96)[0], cv2.COLOR_RGB2GRAY), cv2.CV_32F).var()
+    grey_96 = cv2.cvtColor(crop_faces(frame, box, 96)[0], cv2.COLOR_RGB2GRAY).astype(np.float32)
+    raw_96 = cv2.Laplacian(cv2.GaussianBlur(grey_96, (0, 0), SHARPNESS_SMOOTHING_PX), cv2.CV_32F).var()
     assert raw_96 < by_side[64] / 2  # what the measure would be without its fixed side
     for side in (96, 128):
         assert 0.8 < by_side[side] / by_side[64] < 1.25, by_side
-    config = QualityConfig(min_eye_distance_px=0, min_sharpness=float(by_side[64] / 2), max_turn=0)
+    config = QualityConfig(min_eye_distance_px=0, min_smoothed_sharpness=float(by_side[64] / 2), max_turn=0)
     crops = [crop_faces(frame, box, side) for side in (64, 96, 128)]
     assert [passes(measure(faces_with_eyes(30), c), config)[0] for c in crops] == [True, True, True]
 
@@ -69,8 +70,41 @@ def test_gate_refuses_small_blurred_and_turned_faces(gap, nose, blur, ok):
     crop = textured_crop()
     if blur:
         crop = cv2.GaussianBlur(crop, (0, 0), sigmaX=blur)
-    config = QualityConfig(min_eye_distance_px=10, min_sharpness=20, max_turn=0.35)
+    config = QualityConfig(min_eye_distance_px=10, min_smoothed_sharpness=4, max_turn=0.35)
     assert passes(measure(faces_with_eyes(gap, nose), crop[None]), config).tolist() == [ok]
+
+
+def test_camera_noise_does_not_make_a_blurred_real_face_pass(clip_frames):
+    """Noise is all edges to a bare Laplacian: the gate must still refuse a blurred face under it.
+
+    The clip's frame is brought to the till camera's 720p (faces ~150 px wide), blurred, and
+    given sensor noise of a sigma a shop camera shows in dim light.
+    """
+    from edge_app.config import DetectorConfig
+    from edge_app.detect import FaceDetector
+
+    rgb = cv2.resize(cv2.cvtColor(clip_frames[35], cv2.COLOR_BGR2RGB), (1280, 720), interpolation=cv2.INTER_CUBIC)
+    with FaceDetector(DetectorConfig(), video=False) as detector:
+        faces = detector.detect(rgb)
+    assert len(faces) == 3
+    rng = np.random.default_rng(0)
+
+    def judged(image, noise_sigma=0.0):
+        if noise_sigma:
+            image = np.clip(image + rng.normal(0, noise_sigma, image.shape), 0, 255).astype(np.uint8)
+        measures = measure(faces, crop_faces(image, faces.xyxy, 64, keypoints=faces.keypoints))
+        return measures.sharpness, passes(measures, QualityConfig())
+
+    blurred = cv2.GaussianBlur(rgb, (0, 0), 6.0)
+    clean_sharpness, clean_ok = judged(rgb)
+    blurred_sharpness, blurred_ok = judged(blurred)
+    assert clean_ok.all() and not blurred_ok.any()
+    for sigma in (6, 12):
+        assert judged(rgb, sigma)[1].all(), sigma
+        noisy_sharpness, noisy_ok = judged(blurred, sigma)
+        assert not noisy_ok.any(), (sigma, noisy_sharpness)
+        # what the noise adds is small beside what the blur took away
+        assert np.all(noisy_sharpness - blurred_sharpness < 0.25 * (clean_sharpness - blurred_sharpness)), sigma
 
 
 def test_unknown_measures_pass_and_zero_turns_a_check_off():
@@ -99,7 +133,7 @@ def test_gate_on_real_faces_crops_only_the_good_due_faces(clip_frames):
     kept, kept_due, crops = gate(rgb, faces, due, 64, CropSettings(align=True), QualityConfig())
     assert kept_due.tolist() == [True, True, False] and crops.shape == (2, 64, 64, 3)
     assert kept.quality_ok.all()
-    strict = QualityConfig(min_sharpness=1e5)  # nothing is that sharp: due faces refused on their crops
+    strict = QualityConfig(min_smoothed_sharpness=1e5)  # nothing is that sharp: due faces refused on their crops
     refused, refused_due, none = gate(rgb, faces, due, 64, CropSettings(align=True), strict)
     assert not refused_due.any() and none.shape == (0, 64, 64, 3)
     assert refused.quality_ok.tolist() == [False, False, True]  # the face not due was not cropped nor judged
