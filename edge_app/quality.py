@@ -25,8 +25,8 @@ measured, read softer than the face is.)"""
 SHARPNESS_SMOOTHING_PX = 1.0
 """Sigma of the Gaussian the 64 px grey crop is smoothed with before its Laplacian. Sensor
 noise is all edges to a bare Laplacian, so a blurred face with camera noise on it measured
-sharp (`bench/gate_noise.py`); smoothed first, the measure keeps a face's edges and drops
-the noise's."""
+sharp (`bench/gate_noise.py`); smoothed first, the measure keeps a face's edges and drops most
+of the noise's (up to a moderate camera gain; strong noise still adds some)."""
 
 
 @dataclass(frozen=True)
