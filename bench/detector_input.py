@@ -63,6 +63,13 @@ def till_frames(args: argparse.Namespace) -> list[np.ndarray]:
     return frames
 
 
+def with_sensor_noise(frame: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """``frame`` with Gaussian sensor noise of ``sigma`` (grey levels) added; itself when sigma is 0."""
+    if not sigma:
+        return frame
+    return np.clip(frame + rng.normal(0, sigma, frame.shape), 0, 255).astype(np.uint8)
+
+
 def eye_error(reference, face) -> float:
     """Mean distance of the two eye keypoints from the reference's, in the reference's eye distances."""
     ref_eyes, eyes = reference.keypoints[0, :2], face.keypoints[0, :2]
@@ -85,8 +92,7 @@ def measure(args: argparse.Namespace) -> None:
         for frame in frames:
             reference = most_confident(reference_detector.detect(frame))
             for sigma in args.sensor_noise:
-                noisy = frame if sigma == 0 else np.clip(
-                    frame + noise_rng.normal(0, sigma, frame.shape), 0, 255).astype(np.uint8)
+                noisy = with_sensor_noise(frame, sigma, noise_rng)
                 for side, detector in detectors.items():
                     started = time.perf_counter()
                     face = most_confident(detector.detect(noisy))

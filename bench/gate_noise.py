@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.detector_input import till_frames  # noqa: E402
+from bench.detector_input import till_frames, with_sensor_noise  # noqa: E402
 from bench.report import photo_bench_parser, public_settings, run_bench, write_report  # noqa: E402
 from edge_app import quality  # noqa: E402
 from edge_app.config import DetectorConfig, QualityConfig  # noqa: E402
@@ -66,9 +66,7 @@ def measure(args: argparse.Namespace) -> None:
         for sigma in args.sensor_noise:
             sharpness, passed = [], 0
             for frame, face in framed:
-                image = cv2.GaussianBlur(frame, (0, 0), blur) if blur else frame
-                if sigma:
-                    image = np.clip(image + noise_rng.normal(0, sigma, image.shape), 0, 255).astype(np.uint8)
+                image = with_sensor_noise(cv2.GaussianBlur(frame, (0, 0), blur) if blur else frame, sigma, noise_rng)
                 # the gate's own measures and limits, on the crop it would cut (one crop, not two)
                 measures = quality.measure(face, crop_faces(image, face.xyxy, card.input_size, card.crop,
                                                             face.keypoints))

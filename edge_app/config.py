@@ -293,8 +293,8 @@ def config_from_dict(data: dict[str, Any]) -> AppConfig:
         cls = type(getattr(AppConfig(), section))
         allowed = {f.name for f in dataclasses.fields(cls)}
         for key in values:
-            if f"{section}.{key}" in RETIRED_KEYS:
-                raise ConfigError(f"config key {section}.{key} is retired: {RETIRED_KEYS[f'{section}.{key}']}")
+            if (name := f"{section}.{key}") in RETIRED_KEYS:
+                raise ConfigError(f"config key {name} is retired: {RETIRED_KEYS[name]}")
             if key not in allowed:
                 raise ConfigError(
                     f"unknown config key {section}.{key}: expected one of {sorted(allowed)}"
