@@ -55,6 +55,19 @@ def test_degradations_do_what_their_names_say(photo):
         assert abs(out.mean() - photo.mean()) < 0.2 * photo.mean(), harder  # CLAHE evens each tile's light a little
 
 
+def test_film_grain_is_clumped_brightness_noise_with_the_light_kept(photo):
+    grain = degrade(photo, "film_grain", 0, "x").astype(float) - photo
+    unclipped = ((photo > 30) & (photo < 225)).all(axis=2)
+    assert np.abs(grain[..., 0] - grain[..., 2])[unclipped].max() <= 1  # the same in every channel: no colour
+    assert 2 < grain[unclipped].std() < 12 and abs(grain[unclipped].mean()) < 1
+    # clumped over neighbouring pixels, unlike sensor noise
+    luma = grain[..., 1]
+    neighbours = lambda x: np.corrcoef(x[:, :-1][unclipped[:, :-1]], x[:, 1:][unclipped[:, :-1]])[0, 1]  # noqa: E731
+    assert neighbours(luma) > 0.4
+    sensor = degrade(photo, "noise", 0, "x").astype(float)[..., 1] - photo[..., 1]
+    assert neighbours(sensor) < 0.1
+
+
 def test_bad_name_and_bad_image_are_refused(photo):
     with pytest.raises(ValueError, match="unknown degradation 'fog'; expected one of downscale"):
         degrade(photo, "fog", 0, "x")

@@ -514,6 +514,39 @@ def test_crop_border_measures_the_framing_outside_the_photo_and_what_the_model_r
     assert refused.returncode == 1 and refused.stderr.startswith("error: ") and "Traceback" not in refused.stderr
 
 
+def test_texture_bench_changes_only_the_pixels_of_each_face(datasets, brightness_tflite, tmp_path):
+    """bench/texture.py: one detection per face, the same box cut from the clean and each changed photo."""
+    bench = [sys.executable, str(PROJECT_ROOT / "bench" / "texture.py"), "--data", str(datasets["utkface"]),
+             "--model", str(brightness_tflite), "--per-source", "0"]
+    done = subprocess.run([*bench, "--changes", "low_light", "overexposed", "colour_cast", "--out",
+                           str(tmp_path / "texture.v1")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "texture.v1.json").read_text())
+    assert result["settings"]["out"] == "texture.v1" and result["faces"] >= 4
+    rows = result["rows"]["all"]
+    assert list(rows) == ["clean", "low_light", "overexposed", "colour_cast"]
+    assert all(r["errors"]["count"] == result["faces"] for r in rows.values())  # every face in every condition
+    assert rows["clean"]["shift_years"]["mean"] == 0
+    # "Age" is 100 x brightness: a darker photo reads younger, a brighter one older, and a colour
+    # cast (gains whose mean is 1) moves it by a small fraction of either
+    dark, bright = rows["low_light"]["shift_years"]["mean"], rows["overexposed"]["shift_years"]["mean"]
+    assert dark < -10 and bright > 10, (dark, bright)
+    assert abs(rows["colour_cast"]["shift_years"]["mean"]) < 0.2 * min(-dark, bright)
+    assert "| overexposed |" in (tmp_path / "texture.v1.md").read_text()
+    # --on-crop: the same corruption on the cut crop, with the same effect on brightness
+    on_crop = subprocess.run([*bench, "--changes", "overexposed", "--on-crop", "--out", str(tmp_path / "crop")],
+                             capture_output=True, text=True, timeout=300)
+    assert on_crop.returncode == 0, on_crop.stderr
+    faces = result["faces"]
+    result = json.loads((tmp_path / "crop.json").read_text())
+    assert result["settings"]["on_crop"] and result["faces"] == faces
+    assert result["rows"]["all"]["overexposed"]["shift_years"]["mean"] > 10
+    assert "applied to the cut crop" in (tmp_path / "crop.md").read_text()
+    refused = subprocess.run([*bench, "--changes", "fog"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert refused.stderr.startswith("error: --changes fog: expected names from downscale, blur")
+
+
 def test_linear_probe_reads_the_runs_own_estimates_and_refits_its_head(utk_run, tmp_path):
     """bench/linear_probe.py: features + the run's head = the exported model's estimate."""
     import keras
@@ -559,7 +592,7 @@ def test_linear_probe_reads_the_runs_own_estimates_and_refits_its_head(utk_run, 
     assert refused.stderr.startswith(f"error: {tmp_path / 'nowhere'}: no crops.npz, model.keras, train_config.json")
 
 
-@pytest.mark.parametrize("bench", ["glasses", "per_customer", "quality_sweep", "robustness", "stages"])
+@pytest.mark.parametrize("bench", ["glasses", "per_customer", "quality_sweep", "robustness", "stages", "texture"])
 def test_benches_refuse_a_model_without_its_card_with_one_line(bench, datasets, tmp_path):
     model = tmp_path / "age.tflite"
     model.write_bytes(b"no card beside it")

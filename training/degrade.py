@@ -99,8 +99,18 @@ def old_print(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     tint = np.array([1.08, 0.93, 0.72]) ** rng.uniform(-0.5, 1.3)
     x = (base + fade * luma)[:, :, None] * tint * 255
     x = cv2.GaussianBlur(x.astype(np.float32), (0, 0), sigmaX=max(0.3, 0.003 * _side(rgb)))
+    return _to_uint8(x + _grain(rgb, rng))
+
+
+def _grain(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(H, W, 1) film grain: brightness noise clumped by a 0.7 px Gaussian, 10-25 grey levels before clumping."""
     grain = cv2.GaussianBlur(rng.normal(0, 1, rgb.shape[:2]).astype(np.float32), (0, 0), sigmaX=0.7)
-    return _to_uint8(x + grain[:, :, None] * rng.uniform(10, 25))
+    return grain[:, :, None] * rng.uniform(10, 25)
+
+
+def film_grain(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Film grain alone: the grain of `old_print` without its fading, tint or soft focus."""
+    return _to_uint8(rgb.astype(np.float32) + _grain(rgb, rng))
 
 
 def sharpen(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -151,6 +161,7 @@ DEGRADATIONS: dict[str, Degrade] = {
     "low_light": low_light,
     "overexposed": overexposed,
     "old_print": old_print,
+    "film_grain": film_grain,
     "sharpen": sharpen,
     "local_contrast": local_contrast,
     "rotate": rotate,
