@@ -161,19 +161,21 @@ def test_camera_augment_corrupts_while_training_within_range(faces80):
     np.testing.assert_array_equal(off, centre)
 
 
-def test_camera_augment_equalise_raises_flat_areas_texture_most(faces80):
+@pytest.mark.parametrize("scale_px", [1.2, 2.0, 4.0])
+def test_camera_augment_equalise_raises_flat_areas_texture_most(faces80, scale_px):
     import cv2
 
-    from training.augment import CameraAugment
+    from training.augment import EQUALISE_SCALES_PX, CameraAugment
 
+    assert scale_px in EQUALISE_SCALES_PX  # CLAHE's tiles come in many sizes: each is drawn in training
     layer = CameraAugment(64, context=1.25, seed=0)
     faces = faces80[:, 8:72, 8:72]
-    out = np.asarray(layer._equalise(faces, 20.0, 3.0))
+    out = np.asarray(layer._equalise(faces, 20.0, 3.0, scale_px))
 
     def spread(x):  # local standard deviation of lightness, as the layer measures it
         luma = cv2.cvtColor(x.astype(np.float32), cv2.COLOR_RGB2GRAY)
-        mean = cv2.GaussianBlur(luma, (0, 0), 4.0)
-        return np.sqrt(cv2.GaussianBlur((luma - mean) ** 2, (0, 0), 4.0))
+        mean = cv2.GaussianBlur(luma, (0, 0), scale_px)
+        return np.sqrt(cv2.GaussianBlur((luma - mean) ** 2, (0, 0), scale_px))
 
     for before, after in zip(faces, out, strict=True):
         s0, s1 = spread(before)[8:-8, 8:-8], spread(after)[8:-8, 8:-8]

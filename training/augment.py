@@ -41,6 +41,10 @@ _JPEG_CHROMA = np.full((8, 8), 99, np.float32)
 _JPEG_CHROMA[:4, :4] = np.array([17, 18, 24, 47, 18, 21, 26, 66, 24, 26, 56, 99, 47, 66, 99, 99]).reshape(4, 4)
 GREY_WEIGHTS = (0.299, 0.587, 0.114)
 CLEAN_SHARE = 0.2  # samples left without photometric corruption
+# Neighbourhoods of the CLAHE-like equalisation (Gaussian sigma, crop pixels). A model trained
+# with 4 px alone still reads CLAHE's small tiles on UTKFace's chips as +5 years
+# (`bench/texture.py`, docs/MODEL.md "Texture").
+EQUALISE_SCALES_PX = (1.2, 2.0, 4.0)
 # Where the eyes sit around the squared BlazeFace box (eyes levelled), as offsets from its
 # centre in box sides: the mean over 299 training photos, spread 0.02-0.03
 # (`python bench/glasses.py --measure-eyes`). Right eye (image left) first.
@@ -151,15 +155,15 @@ class CameraAugment(layers.Layer):
     def _grey(x):
         return ops.sum(x * ops.convert_to_tensor(np.array(GREY_WEIGHTS, np.float32)), axis=-1, keepdims=True)
 
-    def _equalise(self, x, target, clip):
-        """CLAHE-like local equalisation of lightness.
+    def _equalise(self, x, target, clip, scale_px=4.0):
+        """CLAHE-like local equalisation of lightness over a Gaussian neighbourhood of ``scale_px``.
 
         Its local spread is raised towards ``target`` grey levels, by at most ``clip`` times,
         so flat areas (skin) gain the most; colour and the local mean are kept.
         """
         luma = ops.repeat(self._grey(x), 3, axis=-1)
-        mean = self._filter(luma, self._blur[4.0])
-        spread = ops.sqrt(self._filter(ops.square(luma - mean), self._blur[4.0]) + 1.0)
+        mean = self._filter(luma, self._blur[scale_px])
+        spread = ops.sqrt(self._filter(ops.square(luma - mean), self._blur[scale_px]) + 1.0)
         return x + (ops.clip(target / spread, 1.0, clip) - 1.0) * (luma - mean)
 
     def _centre(self, x):
@@ -222,8 +226,12 @@ class CameraAugment(layers.Layer):
         base = self._filter(x, self._blur[4.0])
         amount = self._uniform(batch, -0.5, 1.2)
         x = x + self._chance(batch, 0.25) * amount * (x - base)
-        # CLAHE: lightness equalised locally, flat skin's fine texture raised most (read as age)
-        equalised = self._equalise(x, self._uniform(batch, 20.0, 50.0), self._uniform(batch, 2.0, 5.0))
+        # CLAHE: lightness equalised locally, flat skin's fine texture raised most (read as age).
+        # Its tiles' size in the crop follows the photo's size against the face's (8x8 tiles:
+        # about 7 px on a UTKFace chip's crop, about twice that on APPA-REAL's larger photos),
+        # hence a neighbourhood per sample.
+        target, clip = self._uniform(batch, 20.0, 50.0), self._uniform(batch, 2.0, 5.0)
+        equalised = self._choose(batch, [self._equalise(x, target, clip, s) for s in EQUALISE_SCALES_PX])
         x = x + self._chance(batch, 0.15) * (equalised - x)
         # focus: blur or sharpen by an unsharp mask at one of three scales
         blurred = self._choose(batch, [self._filter(x, self._blur[s]) for s in (0.7, 1.2, 2.0)])
