@@ -6,7 +6,7 @@
 # RUN: the candidate's run folder (model.keras, history.csv); BASE_RUN: a folder for the shipped
 # model's prediction files (those bench/model_docs.sh leaves in its run folder; each one missing,
 # as on a new machine, is made there once). Writes docs/model/candidates/NAME.* (card, evaluations, paired
-# comparisons per photo, per till frame and per till customer, crop border, glasses); files
+# comparisons per photo, per till frame and per till customer, crop border, glasses, texture); files
 # that name dataset photos (predictions, customers) stay in RUN and BASE_RUN. On 2 cores it
 # took 29 min with a till of 900 customers (export and crops already made); the till of
 # 1,097 customers it now replays (every 13-17 among them) takes 23 min per model.
@@ -83,9 +83,13 @@ Path(sys.argv[2]).write_text(json.dumps(report, indent=2) + "\n")' "$RUN/eval_$e
         --margins "$BASE_MARGIN" "$BASE_MARGIN" --out "$OUT.paired_$name"
 done
 
-step "what the crop's border and glasses do to it"
+step "what the crop's border, glasses and texture do to it"
 "$BIN/python" bench/crop_border.py "${DATA[@]}" --per-source 1000 --model "$MODEL" --out "$OUT.crop_border"
 "$BIN/python" bench/glasses.py "${DATA[@]}" --per-source 300 --model "$MODEL" --out "$OUT.glasses"
+# the shipped model's own: docs/model/texture.md and texture_on_crop.md
+"$BIN/python" bench/texture.py "${DATA[@]}" --per-source 0 --model "$MODEL" --out "$OUT.texture"
+"$BIN/python" bench/texture.py "${DATA[@]}" --per-source 0 --model "$MODEL" --changes local_contrast --on-crop \
+    --out "$OUT.texture_on_crop"
 
 step "one till frame per photo, both models at margin $BASE_MARGIN"
 "$BIN/python" bench/till_frame.py "${DATA[@]}" --model "$SHIPPED" --model "$MODEL" --margin-years "$BASE_MARGIN" \
