@@ -13,7 +13,8 @@ estimate is the model reading the new pixels. A model that reads age from the fa
 from its grain, blocks or sharpness shows none; one that reads texture as age moves
 teenagers and adults alike, or worse, teenagers more. Per change: the mean shift for all
 faces, 13-17 and 25+, the share of 13-17 read 3 or more years older, and the key figure on
-these faces clean and changed. ``--on-crop`` applies each corruption to the cut crop instead
+these faces clean and changed; and the shifts by gender and race group where the labels
+give them (UTKFace's). ``--on-crop`` applies each corruption to the cut crop instead
 of the photo: its scale is then the crop's whatever the photo's size (CLAHE's 8x8 tiles are
 8 px of a 64 px crop, where on a photo they span more or less of the face as the photo is
 larger or smaller against it). Crops stay in memory: they are made from the datasets.
@@ -36,7 +37,7 @@ from edge_app.config import AgeModelConfig  # noqa: E402
 from edge_app.crop import crop_faces  # noqa: E402
 from edge_app.detect import FaceDetector  # noqa: E402
 from edge_app.errors import AgecheckError  # noqa: E402
-from training.data import detect_in_photo, load_sources, most_confident, read_rgb, select  # noqa: E402
+from training.data import GENDERS, RACES, detect_in_photo, load_sources, most_confident, read_rgb, select  # noqa: E402
 from training.degrade import DEGRADATIONS, degrade  # noqa: E402
 from training.evaluate import cell  # noqa: E402
 from training.metrics import errors, key_figure  # noqa: E402
@@ -139,8 +140,33 @@ def measure(args: argparse.Namespace) -> None:
             f"| {signed(s['25+'])} | {signed(gap)} | {cell(s['13-17_older_share'], '.0%')} "
             f"| {clean_key} → {cell(figures['key']['age_13_17_flagged'], '.0%')} | " + " | ".join(by_source) + " |"
         )
+    lines += group_lines(result, images.gender[kept], images.race[kept], true, predicted, args.changes)
     print("\n".join(lines))
     write_report(args.out, lines, result)
+
+
+def group_lines(result: dict, gender: np.ndarray, race: np.ndarray, true: np.ndarray, predicted: dict,
+                changes: list[str]) -> list[str]:
+    """Shifts of 13-17 and 25+ by labelled gender and race group into ``result["groups"]``; their table."""
+    labelled = [(name, gender == code) for code, name in GENDERS.items()]
+    labelled += [(name, race == code) for code, name in RACES.items()]
+    labelled = [(name, mask) for name, mask in labelled if mask.any()]
+    if not labelled:
+        return []
+    result["groups"] = {}
+    lines = ["", "Shift 13–17 / 25+ by the labelled group (UTKFace's labels; few teenagers per group: read "
+             "the 13–17 figures as rough):", "",
+             "| group | 13–17 / 25+ faces | " + " | ".join(changes) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in changes) + " |"]
+    for name, mask in labelled:
+        shifts = {change: shift_figures(predicted[change][mask] - predicted["clean"][mask], true[mask])
+                  for change in changes}
+        teens, adults = int(((true >= 13) & (true < 18) & mask).sum()), int(((true >= 25) & mask).sum())
+        result["groups"][name] = {"13-17": teens, "25+": adults, "shift_years": shifts}
+        cells = [" / ".join("n/a" if v is None else f"{v:+.2f}" for v in (f["13-17"], f["25+"]))
+                 for f in shifts.values()]
+        lines.append(f"| {name} | {teens} / {adults} | " + " | ".join(cells) + " |")
+    return lines
 
 
 if __name__ == "__main__":

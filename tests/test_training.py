@@ -533,6 +533,12 @@ def test_texture_bench_changes_only_the_pixels_of_each_face(datasets, brightness
     assert dark < -10 and bright > 10, (dark, bright)
     assert abs(rows["colour_cast"]["shift_years"]["mean"]) < 0.2 * min(-dark, bright)
     assert "| overexposed |" in (tmp_path / "texture.v1.md").read_text()
+    groups = result["groups"]  # UTKFace's file names label gender and race: the shifts per group
+    assert set(groups) <= {"male", "female", "white", "black", "asian", "indian", "other"} and len(groups) >= 2
+    assert sum(groups[g]["25+"] for g in ("male", "female") if g in groups) == \
+        sum(groups[g]["25+"] for g in ("white", "black", "asian", "indian", "other") if g in groups)
+    assert all(g["shift_years"]["overexposed"]["mean"] > 10 for g in groups.values())
+    assert all(f"| {g} |" in (tmp_path / "texture.v1.md").read_text() for g in groups)
     # --on-crop: the same corruption on the cut crop, with the same effect on brightness
     on_crop = subprocess.run([*bench, "--changes", "overexposed", "--on-crop", "--out", str(tmp_path / "crop")],
                              capture_output=True, text=True, timeout=300)
