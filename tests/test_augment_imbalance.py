@@ -161,6 +161,36 @@ def test_camera_augment_corrupts_while_training_within_range(faces80):
     np.testing.assert_array_equal(off, centre)
 
 
+@pytest.mark.parametrize("half_px", [4, 8])
+def test_camera_augment_rank_equalise_spreads_flat_skin_over_the_range_as_clahe_does(faces80, half_px):
+    import cv2
+
+    from training.augment import RANK_HALF_WINDOWS_PX, CameraAugment
+
+    assert half_px in RANK_HALF_WINDOWS_PX
+    layer = CameraAugment(64, context=1.25, seed=0)
+    faces = faces80[:, 8:72, 8:72].astype(np.float32)
+    np.testing.assert_allclose(np.asarray(layer._rank_equalise(faces, half_px, 0.0)), faces, atol=1e-3)
+    out = np.asarray(layer._rank_equalise(faces, half_px, 0.5))
+    # colour kept: every channel moves by the same amount
+    assert (out.max(axis=-1) - out.min(axis=-1) - (faces.max(axis=-1) - faces.min(axis=-1))).std() < 1e-3
+
+    def spread(x):
+        luma = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)
+        return np.sqrt(cv2.GaussianBlur((luma - cv2.GaussianBlur(luma, (0, 0), 2.0)) ** 2, (0, 0), 2.0))
+
+    for before, after in zip(faces, out, strict=True):
+        s0, s1 = spread(before)[8:-8, 8:-8], spread(after)[8:-8, 8:-8]
+        flat = s0 < np.quantile(s0, 0.25)
+        assert np.median(s1[flat] / s0[flat]) > 2  # a narrow histogram spread wide, as CLAHE's tiles do
+        # and what CLAHE does to the same crop, this does more like than unlike
+        lab = cv2.cvtColor(before.astype(np.uint8), cv2.COLOR_RGB2LAB)
+        lab[..., 0] = cv2.createCLAHE(3.0, (64 // (2 * half_px), 64 // (2 * half_px))).apply(lab[..., 0].copy())
+        clahe = cv2.cvtColor(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB), cv2.COLOR_RGB2GRAY).astype(np.float32)
+        luma0, luma1 = (cv2.cvtColor(im, cv2.COLOR_RGB2GRAY) for im in (before, after))
+        assert np.corrcoef((clahe - luma0).ravel(), (luma1 - luma0).ravel())[0, 1] > 0.3
+
+
 @pytest.mark.parametrize("scale_px", [1.2, 2.0, 4.0])
 def test_camera_augment_equalise_raises_flat_areas_texture_most(faces80, scale_px):
     import cv2

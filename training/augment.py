@@ -9,7 +9,8 @@ the corruptions of a till camera and of old photos, each sample drawing its own:
 - light and colour: exposure (gamma and gain), contrast, colour cast (white balance),
   saturation down to grey, faded tinted prints;
 - texture, both ways: blur and sharpening, local-contrast boost and flattening, CLAHE-like
-  equalisation, motion blur, downscaling, sensor noise, film grain, JPEG blocks (an 8x8 DCT quantiser).
+  equalisation (by spread at three scales, or by rank), motion blur, downscaling, sensor
+  noise, film grain, JPEG blocks (an 8x8 DCT quantiser).
 
 `SyntheticGlasses`, before it on ``--glasses-share`` of the crops (0.25 by default), draws spectacles on
 the eyes: the shipped model reads glasses as age (`bench/glasses.py`). `BorderFill`, first of
@@ -45,6 +46,9 @@ CLEAN_SHARE = 0.2  # samples left without photometric corruption
 # with 4 px alone still reads CLAHE's small tiles on UTKFace's chips as +5 years
 # (`bench/texture.py`, docs/MODEL.md "Texture").
 EQUALISE_SCALES_PX = (1.2, 2.0, 4.0)
+# Half-widths of the rank (histogram) equalisation's window, crop pixels: CLAHE maps each
+# pixel through its tile's histogram, which a spread-scaling equalisation only imitates.
+RANK_HALF_WINDOWS_PX = (4, 8)
 # Where the eyes sit around the squared BlazeFace box (eyes levelled), as offsets from its
 # centre in box sides: the mean over 299 training photos, spread 0.02-0.03
 # (`python bench/glasses.py --measure-eyes`). Right eye (image left) first.
@@ -166,6 +170,21 @@ class CameraAugment(layers.Layer):
         spread = ops.sqrt(self._filter(ops.square(luma - mean), self._blur[scale_px]) + 1.0)
         return x + (ops.clip(target / spread, 1.0, clip) - 1.0) * (luma - mean)
 
+    def _rank_equalise(self, x, half_px, amount):
+        """Histogram equalisation of lightness over a window of 2 ``half_px`` + 1 pixels, as CLAHE does per tile.
+
+        Each pixel's lightness moves ``amount`` of the way towards its rank among its
+        neighbours (sampled every 2 px, soft-counted) times 255: flat skin's small differences
+        spread over the whole range, as CLAHE spreads a narrow tile histogram. Colour is kept.
+        """
+        size = self.output_size
+        luma = self._grey(x)
+        padded = ops.pad(luma, [[0, 0], [half_px, half_px], [half_px, half_px], [0, 0]], mode="reflect")
+        offsets = range(0, 2 * half_px + 1, 2)
+        rank = sum(ops.sigmoid((luma - padded[:, dy : dy + size, dx : dx + size, :]) * 0.5)
+                   for dy in offsets for dx in offsets)
+        return x + amount * (rank * (255.0 / len(offsets) ** 2) - luma)
+
     def _centre(self, x):
         size = ops.shape(x)[1]
         framed = size / self.context
@@ -231,7 +250,9 @@ class CameraAugment(layers.Layer):
         # about 7 px on a UTKFace chip's crop, about twice that on APPA-REAL's larger photos),
         # hence a neighbourhood per sample.
         target, clip = self._uniform(batch, 20.0, 50.0), self._uniform(batch, 2.0, 5.0)
-        equalised = self._choose(batch, [self._equalise(x, target, clip, s) for s in EQUALISE_SCALES_PX])
+        towards_rank = self._uniform(batch, 0.3, 0.7)
+        equalised = self._choose(batch, [self._equalise(x, target, clip, s) for s in EQUALISE_SCALES_PX]
+                                 + [self._rank_equalise(x, h, towards_rank) for h in RANK_HALF_WINDOWS_PX])
         x = x + self._chance(batch, 0.15) * (equalised - x)
         # focus: blur or sharpen by an unsharp mask at one of three scales
         blurred = self._choose(batch, [self._filter(x, self._blur[s]) for s in (0.7, 1.2, 2.0)])
