@@ -31,9 +31,8 @@ from bench.report import photo_bench_parser, public_settings, run_bench, write_r
 from edge_app.age_model import AgeRegressor  # noqa: E402
 from edge_app.config import AgeModelConfig  # noqa: E402
 from edge_app.crop import CropSettings, crop_faces, square_boxes  # noqa: E402
-from edge_app.detect import FaceDetector  # noqa: E402
 from edge_app.errors import AgecheckError  # noqa: E402
-from training.data import detect_in_photo, load_sources, most_confident, read_rgb, select  # noqa: E402
+from training.data import iter_detected_faces, load_sources, select  # noqa: E402
 from training.metrics import errors  # noqa: E402
 from training.train import PHOTO_CANVAS, PHOTO_DETECTOR  # noqa: E402
 
@@ -74,20 +73,15 @@ def run(args: argparse.Namespace) -> None:
     images = select(load_sources(args.data, *card.validation_split), "val", args.per_source, args.seed)
 
     kept, shares, box_sides, crops = [], [], [], {fill: [] for fill in FILLS}
-    with FaceDetector(PHOTO_DETECTOR, video=False) as detector:
-        for position, path in enumerate(images.paths):
-            rgb = read_rgb(path)
-            face = most_confident(detect_in_photo(detector, rgb, PHOTO_CANVAS)) if rgb is not None else None
-            if face is None:
-                continue
-            height, width = rgb.shape[:2]
-            box = face.xyxy[0]
-            kept.append(position)
-            box_sides.append(max(box[2] - box[0], box[3] - box[1]) / max(height, width))
-            shares.append([outside_share(box, m, height, width) for m in args.margins])
-            for fill in FILLS:
-                rng = np.random.default_rng([args.seed, position])
-                crops[fill].append(cut(rgb, face, card.input_size, card.crop, fill, rng))
+    for position, rgb, face in iter_detected_faces(images, PHOTO_DETECTOR, PHOTO_CANVAS):
+        height, width = rgb.shape[:2]
+        box = face.xyxy[0]
+        kept.append(position)
+        box_sides.append(max(box[2] - box[0], box[3] - box[1]) / max(height, width))
+        shares.append([outside_share(box, m, height, width) for m in args.margins])
+        for fill in FILLS:
+            rng = np.random.default_rng([args.seed, position])
+            crops[fill].append(cut(rgb, face, card.input_size, card.crop, fill, rng))
     if not kept:
         raise AgecheckError(f"no face was found in any of {len(images)} photos; expected labelled face photos")
     predicted = {fill: regressor.predict(np.stack(crops[fill])) for fill in FILLS}

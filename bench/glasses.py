@@ -32,9 +32,8 @@ from bench.report import photo_bench_parser, public_settings, run_bench, write_r
 from edge_app.age_model import AgeRegressor  # noqa: E402
 from edge_app.config import AgeModelConfig  # noqa: E402
 from edge_app.crop import eye_angles_deg  # noqa: E402
-from edge_app.detect import FaceDetector  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
-from training.data import detect_in_photo, iter_face_crops, load_sources, most_confident, read_rgb, select  # noqa: E402
+from training.data import iter_detected_faces, iter_face_crops, load_sources, select  # noqa: E402
 from training.evaluate import cell  # noqa: E402
 from training.metrics import errors, key_figure  # noqa: E402
 from training.train import PHOTO_CANVAS, PHOTO_DETECTOR, TrainConfig  # noqa: E402
@@ -43,17 +42,12 @@ from training.train import PHOTO_CANVAS, PHOTO_DETECTOR, TrainConfig  # noqa: E4
 def measure_eyes(images) -> None:
     """Mean and spread of the levelled eye positions in box sides (from the squared box's centre)."""
     offsets = []
-    with FaceDetector(PHOTO_DETECTOR, video=False) as detector:
-        for path in images.paths:
-            rgb = read_rgb(path)
-            best = most_confident(detect_in_photo(detector, rgb, PHOTO_CANVAS)) if rgb is not None else None
-            if best is None:
-                continue
-            box, eyes = best.xyxy[0], best.keypoints[0, :2]
-            angle = np.radians(eye_angles_deg(best.keypoints)[0])
-            level = np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
-            side = max(box[2] - box[0], box[3] - box[1])  # the squared box's side
-            offsets.append(((eyes - (box[:2] + box[2:]) / 2) @ level.T / side).ravel())
+    for _, _, best in iter_detected_faces(images, PHOTO_DETECTOR, PHOTO_CANVAS):
+        box, eyes = best.xyxy[0], best.keypoints[0, :2]
+        angle = np.radians(eye_angles_deg(best.keypoints)[0])
+        level = np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
+        side = max(box[2] - box[0], box[3] - box[1])  # the squared box's side
+        offsets.append(((eyes - (box[:2] + box[2:]) / 2) @ level.T / side).ravel())
     offsets = np.array(offsets)
     print(f"{len(offsets)} faces; right eye (x, y), left eye (x, y) in box sides from its centre:")
     print("mean", np.round(offsets.mean(axis=0), 3), "spread", np.round(offsets.std(axis=0), 3))

@@ -35,9 +35,8 @@ from bench.report import photo_bench_parser, public_settings, run_bench, write_r
 from edge_app.age_model import AgeRegressor  # noqa: E402
 from edge_app.config import AgeModelConfig  # noqa: E402
 from edge_app.crop import crop_faces  # noqa: E402
-from edge_app.detect import FaceDetector  # noqa: E402
 from edge_app.errors import AgecheckError  # noqa: E402
-from training.data import GENDERS, RACES, detect_in_photo, load_sources, most_confident, read_rgb, select  # noqa: E402
+from training.data import GENDERS, RACES, iter_detected_faces, load_sources, select  # noqa: E402
 from training.degrade import DEGRADATIONS, degrade  # noqa: E402
 from training.evaluate import cell  # noqa: E402
 from training.metrics import errors, key_figure  # noqa: E402
@@ -79,21 +78,17 @@ def measure(args: argparse.Namespace) -> None:
 
     conditions = ["clean", *args.changes]
     kept, crops = [], {name: [] for name in conditions}
-    with FaceDetector(PHOTO_DETECTOR, video=False) as detector:
-        for position, path in enumerate(images.paths):
-            rgb = read_rgb(path)
-            face = most_confident(detect_in_photo(detector, rgb, PHOTO_CANVAS)) if rgb is not None else None
-            if face is None:
-                continue
-            kept.append(position)
-            clean = crop_faces(rgb, face.xyxy, card.input_size, card.crop, face.keypoints)[0]
-            crops["clean"].append(clean)
-            for name in args.changes:
-                if args.on_crop:
-                    crops[name].append(degrade(clean, name, args.seed, path.name))
-                else:
-                    photo = degrade(rgb, name, args.seed, path.name)
-                    crops[name].append(crop_faces(photo, face.xyxy, card.input_size, card.crop, face.keypoints)[0])
+    for position, rgb, face in iter_detected_faces(images, PHOTO_DETECTOR, PHOTO_CANVAS):
+        kept.append(position)
+        clean = crop_faces(rgb, face.xyxy, card.input_size, card.crop, face.keypoints)[0]
+        crops["clean"].append(clean)
+        key = images.paths[position].name  # each photo draws its own corruption, as --degrade does
+        for name in args.changes:
+            if args.on_crop:
+                crops[name].append(degrade(clean, name, args.seed, key))
+            else:
+                photo = degrade(rgb, name, args.seed, key)
+                crops[name].append(crop_faces(photo, face.xyxy, card.input_size, card.crop, face.keypoints)[0])
     if not kept:
         raise AgecheckError(f"no face was found in any of {len(images)} photos; expected labelled face photos")
     predicted = {name: regressor.predict(np.stack(crops[name])) for name in conditions}
