@@ -59,6 +59,11 @@ def shift_figures(shift: np.ndarray, true: np.ndarray) -> dict:
     }
 
 
+def signed(value: float | None) -> str:
+    """Years with their sign, or n/a."""
+    return "n/a" if value is None else f"{value:+.2f}"
+
+
 def main() -> None:
     parser = photo_bench_parser(__doc__, per_source=300)
     parser.add_argument("--changes", nargs="+", default=list(CHANGES),
@@ -97,18 +102,15 @@ def measure(args: argparse.Namespace) -> None:
 
     result = {"model": Path(args.model).name, "faces": len(kept), "older_years": OLDER_YEARS, "rows": {},
               "settings": public_settings(args, "model", "data", "out")}
-    groups = ["all", *dict.fromkeys(sources.tolist())]
-    for group in groups:
-        mask = np.ones(len(kept), bool) if group == "all" else sources == group
-        result["rows"][group] = {
+    parts = ["all", *dict.fromkeys(sources.tolist())]
+    for part in parts:
+        mask = np.ones(len(kept), bool) if part == "all" else sources == part
+        result["rows"][part] = {
             name: {"errors": errors(true[mask], predicted[name][mask]),
                    "key": key_figure(true[mask], predicted[name][mask]),
                    "shift_years": shift_figures(predicted[name][mask] - predicted["clean"][mask], true[mask])}
             for name in conditions
         }
-
-    def signed(value):
-        return "n/a" if value is None else f"{value:+.2f}"
 
     rows = result["rows"]
     lines = [
@@ -120,16 +122,16 @@ def measure(args: argparse.Namespace) -> None:
         "",
         "| change | MAE | shift all | shift 13–17 | shift 25+ | 13–17 − 25+ "
         f"| 13–17 read ≥ {OLDER_YEARS:g} years older | key figure clean → changed | "
-        + " | ".join(f"{g} 13–17 / 25+" for g in groups[1:]) + " |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in groups[1:]) + " |",
+        + " | ".join(f"{p} 13–17 / 25+" for p in parts[1:]) + " |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in parts[1:]) + " |",
     ]
     clean_key = cell(rows["all"]["clean"]["key"]["age_13_17_flagged"], ".0%")
     for name in conditions:
         figures = rows["all"][name]
         s = figures["shift_years"]
         gap = None if s["13-17"] is None or s["25+"] is None else s["13-17"] - s["25+"]
-        by_source = [f"{signed(rows[g][name]['shift_years']['13-17'])} / {signed(rows[g][name]['shift_years']['25+'])}"
-                     for g in groups[1:]]
+        by_source = [f"{signed(rows[p][name]['shift_years']['13-17'])} / {signed(rows[p][name]['shift_years']['25+'])}"
+                     for p in parts[1:]]
         lines.append(
             f"| {name} | {figures['errors']['mae']:.2f} | {signed(s['mean'])} | {signed(s['13-17'])} "
             f"| {signed(s['25+'])} | {signed(gap)} | {cell(s['13-17_older_share'], '.0%')} "
@@ -158,8 +160,7 @@ def group_lines(result: dict, gender: np.ndarray, race: np.ndarray, true: np.nda
                   for change in changes}
         teens, adults = int(((true >= 13) & (true < 18) & mask).sum()), int(((true >= 25) & mask).sum())
         result["groups"][name] = {"13-17": teens, "25+": adults, "shift_years": shifts}
-        cells = [" / ".join("n/a" if v is None else f"{v:+.2f}" for v in (f["13-17"], f["25+"]))
-                 for f in shifts.values()]
+        cells = [f"{signed(f['13-17'])} / {signed(f['25+'])}" for f in shifts.values()]
         lines.append(f"| {name} | {teens} / {adults} | " + " | ".join(cells) + " |")
     return lines
 
