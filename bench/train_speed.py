@@ -43,7 +43,7 @@ def measure_augment(size: int, batch: int = 256, batches: int = 5) -> float:
     from training.augment import CameraAugment
 
     layer = CameraAugment(size, 1.25, seed=0)
-    stored = int(round(size * 1.25))
+    stored = int(round(size * layer.context))
     x = np.random.default_rng(0).integers(0, 256, (batch, stored, stored, 3)).astype("float32")
     np.asarray(layer(x, training=True))  # build and warm up
     started = time.perf_counter()
