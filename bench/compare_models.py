@@ -7,7 +7,9 @@ BEFORE and AFTER are `agecheck evaluate --predictions` files of two models on th
 each model's key figure and MAE and the change with a paired bootstrap 95% interval
 (`training.metrics.paired_change`): an interval that holds 0 means these photos cannot tell
 the two models apart on that figure. With ``--margins`` (each model's card margin), also
-how many minors each model's gate flags (estimate < 18 + margin) and how many changed sides.
+how many minors each model's gate flags (estimate < 18 + margin) and how many changed sides,
+and the narrowest candidate margin whose gate flags as many minors as the model in use does
+at its own, with the adults 25+ each gate flags then (the trade-off at the same protection).
 
 The files may also be `bench/per_customer.py --customers` outputs of two models' replays of
 the same till customers: then the app's own decisions are compared too (customers flagged
@@ -67,6 +69,28 @@ def minors_flagged(true: np.ndarray, before: np.ndarray, after: np.ndarray, marg
             "lost": int((was & ~now).sum()), "gained": int((~was & now).sum())}
 
 
+def matched_margin(true: np.ndarray, before: np.ndarray, after: np.ndarray, margins: tuple[float, float],
+                   threshold_age: float = 18.0, step_years: float = 0.1) -> dict:
+    """The narrowest AFTER margin (on a ``step_years`` grid) whose gate flags at least as many minors as
+    BEFORE's gate at its own margin, and the adults 25+ each gate flags then.
+
+    Two models' trade-off at the same protection: a candidate that reads everyone older asks
+    fewer minors at the same margin, yet may ask fewer adults than the model in use once its
+    margin is widened until it asks as many minors again.
+    """
+    minors, adults = true < threshold_age, true >= 25
+    wanted = int(gate_flags(before[minors], threshold_age, margins[0]).sum())
+    margin = 0.0
+    if wanted:
+        kth = np.sort(after[minors])[wanted - 1]  # the wanted-th lowest estimate must fall under the limit
+        margin = max(0.0, round((np.floor((kth - threshold_age) / step_years) + 1) * step_years, 6))
+    return {"margin_after": margin, "minors": int(minors.sum()), "minors_before": wanted,
+            "minors_after": int(gate_flags(after[minors], threshold_age, margin).sum()),
+            "adults": int(adults.sum()),
+            "adults_before": int(gate_flags(before[adults], threshold_age, margins[0]).sum()),
+            "adults_after": int(gate_flags(after[adults], threshold_age, margin).sum())}
+
+
 def decisions_changed(true: np.ndarray, before: np.ndarray, after: np.ndarray) -> list[dict]:
     """Per age band: customers the app flagged before and after, and how many changed sides."""
     rows = []
@@ -111,6 +135,7 @@ def compare(before: dict, after: dict, margins: tuple[float, float] | None = Non
     if margins is not None:
         for name, m in groups.items():
             results[name]["gate"] = minors_flagged(true[m], pred_before[m], pred_after[m], margins)
+        results["all"]["matched"] = matched_margin(true, pred_before, pred_after, margins)
     results["all"]["not_estimated"] = int((~estimated).sum())
     if decisions is not None:
         results["all"]["decisions"] = decisions
@@ -152,6 +177,10 @@ def markdown(results: dict[str, dict], before_name: str, after_name: str) -> str
             g = r["gate"]
             lines.append(f"| {name} | {g['minors']} | {g['flagged_before']} → {g['flagged_after']} "
                          f"| {g['lost']} | {g['gained']} |")
+        m = results["all"]["matched"]
+        lines += ["", f"At the same protection: from margin {m['margin_after']:.1f} the candidate's estimates flag "
+                  f"as many minors as before ({m['minors_after']} of {m['minors']}, before {m['minors_before']}); "
+                  f"adults 25+ flagged then: {m['adults_before']} → {m['adults_after']} of {m['adults']}."]
     return "\n".join(lines) + "\n"
 
 

@@ -361,6 +361,23 @@ def test_compare_models_pairs_two_replays_of_the_same_customers(tmp_path):
     assert "changed sides" in (tmp_path / "paired_margin6.92.md").read_text()
 
 
+def test_matched_margin_widens_the_candidates_gate_until_it_asks_as_many_minors():
+    from bench.compare_models import matched_margin
+
+    true = np.array([10, 15, 16, 17, 30, 40, 50.0])
+    before = np.array([20, 24, 30, 26, 24, 40, 45.0])  # at 18 + 7: minors 20 and 24 flagged, the adult of 24 too
+    after = before + 3  # the candidate reads everyone 3 years older
+    m = matched_margin(true, before, after, (7.0, 7.0))
+    # its 2nd-lowest minor estimate is 27: 18 + 9.1 is the first limit on the 0.1 grid above it
+    assert m == {"margin_after": 9.1, "minors": 4, "minors_before": 2, "minors_after": 2,
+                 "adults": 3, "adults_before": 1, "adults_after": 1}
+    assert matched_margin(true, before, after, (7.0, 7.0), step_years=0.5)["margin_after"] == 9.5
+    younger = matched_margin(true, before, before - 3, (7.0, 7.0))  # reads younger: a narrower margin will do
+    assert younger["margin_after"] == 3.1 and younger["minors_after"] == 2 and younger["adults_after"] == 1
+    none = matched_margin(true, before, after, (0.0, 0.0))  # the model in use asks no minor at margin 0
+    assert none["margin_after"] == 0.0 and none["minors_before"] == 0
+
+
 def test_pack_keeps_where_each_photo_ends(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (3, 80, 80, 3), dtype=np.uint8)

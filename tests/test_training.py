@@ -148,6 +148,9 @@ def test_export_then_evaluate_reproduces_the_card(utk_run, datasets, tmp_path):
     share = report["policy"]["minors_flagged"] or 0  # the int8 report's share (None: no minors)
     assert gate["flagged_before"] == pytest.approx(share * gate["minors"])
     assert gate["flagged_after"] == gate["flagged_before"] - gate["lost"] + gate["gained"]
+    matched = rows["all"]["matched"]  # the float model's gate widened until it asks as many minors
+    assert matched["minors_before"] == gate["flagged_before"] and matched["minors_after"] >= gate["flagged_before"]
+    assert f"from margin {matched['margin_after']:.1f} the candidate's estimates flag" in paired.stdout
     assert rows["all"]["mae_before"] == pytest.approx(card["clean_mae"], abs=0.01)
     assert rows["all"]["mae_after"] == pytest.approx(card["float_mae"], abs=0.01)
     low, high = rows["all"]["mae_change_ci95"]
