@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import write_report  # noqa: E402
 from training.evaluate import cell  # noqa: E402
-from training.metrics import gate_flags, paired_change  # noqa: E402
+from training.metrics import gate_flags, paired_change, teens_and_adults  # noqa: E402
 
 COLUMNS = ("source", "file_name", "real_age", "predicted_age")
 BANDS = (("under 18", 0, 18), ("13–17", 13, 18), ("18–24", 18, 25), ("25+", 25, 200))
@@ -78,7 +78,7 @@ def matched_margin(true: np.ndarray, before: np.ndarray, after: np.ndarray, marg
     fewer minors at the same margin, yet may ask fewer adults than the model in use once its
     margin is widened until it asks as many minors again.
     """
-    minors, adults = true < threshold_age, true >= 25
+    minors, adults = true < threshold_age, teens_and_adults(true)[1]
     wanted = int(gate_flags(before[minors], threshold_age, margins[0]).sum())
     margin = 0.0
     if wanted:

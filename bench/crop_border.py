@@ -33,7 +33,7 @@ from edge_app.config import AgeModelConfig  # noqa: E402
 from edge_app.crop import CropSettings, crop_faces, square_boxes  # noqa: E402
 from edge_app.errors import AgecheckError  # noqa: E402
 from training.data import iter_detected_faces, load_sources, select  # noqa: E402
-from training.metrics import errors  # noqa: E402
+from training.metrics import errors, teens_and_adults  # noqa: E402
 from training.train import PHOTO_CANVAS, PHOTO_DETECTOR  # noqa: E402
 
 FILLS = ("edge", "black", "background")
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> None:
               "settings": public_settings(args, "model", "data", "out")}
     for name in ["all", *dict.fromkeys(sources.tolist())]:
         mask = np.ones(len(kept), bool) if name == "all" else sources == name
-        teens, adults = mask & (true >= 13) & (true < 18), mask & (true >= 25)
+        teens, adults = (mask & group for group in teens_and_adults(true))
         row = {"faces": int(mask.sum()), "box_side_of_photo_median": float(np.median(box_sides[mask])),
                "outside_share_mean": {str(m): float(shares[mask, i].mean()) for i, m in enumerate(args.margins)},
                "fills": {}}

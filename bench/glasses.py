@@ -35,7 +35,7 @@ from edge_app.crop import eye_angles_deg  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
 from training.data import iter_detected_faces, iter_face_crops, load_sources, select  # noqa: E402
 from training.evaluate import cell  # noqa: E402
-from training.metrics import errors, key_figure  # noqa: E402
+from training.metrics import errors, key_figure, teens_and_adults  # noqa: E402
 from training.train import PHOTO_CANVAS, PHOTO_DETECTOR, TrainConfig  # noqa: E402
 
 
@@ -96,7 +96,7 @@ def measure(args: argparse.Namespace) -> None:
         for label, predicted in zip(("plain", "glasses"), predict, strict=True):
             row[label] = {"errors": errors(true[mask], predicted[mask]), "key": key_figure(true[mask], predicted[mask])}
         shift = predict[1][mask] - predict[0][mask]
-        teens = shift[(true[mask] >= 13) & (true[mask] < 18)]
+        teens = shift[teens_and_adults(true[mask])[0]]
         row["shift_years"] = {"mean": float(shift.mean()), "median": float(np.median(shift)),
                               "13-17": float(teens.mean()) if teens.size else None}
         result["rows"][name] = row

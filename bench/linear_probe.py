@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from bench.report import public_settings, run_bench, write_report  # noqa: E402
 from edge_app.errors import AgecheckError  # noqa: E402
 from training.fit import CONFIG_NAME, build_training_model, model_inputs, sample_weights  # noqa: E402
-from training.metrics import errors, key_figure  # noqa: E402
+from training.metrics import errors, key_figure, teens_and_adults  # noqa: E402
 from training.pack import PACK_NAME, load_pack  # noqa: E402
 
 BATCH = 256
@@ -111,7 +111,7 @@ def probe(args: argparse.Namespace) -> None:
     weights = np.empty(len(pack))
     for split in (train, val):
         weights[split] = sample_weights(pack.subset(split), config["lds_sigma_years"], config["source_weight_power"])
-    teen_or_adult = ((age >= 13) & (age < 18)) | (age >= 25)
+    teen_or_adult = np.logical_or(*teens_and_adults(age))
     side = np.where(age < 18, 20.0, 40.0)  # a discriminant on the age scale: lower reads younger
 
     def fit(rows: np.ndarray, discriminant: bool) -> tuple[np.ndarray, float]:

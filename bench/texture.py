@@ -39,7 +39,7 @@ from edge_app.errors import AgecheckError  # noqa: E402
 from training.data import GENDERS, RACES, iter_detected_faces, load_sources, select  # noqa: E402
 from training.degrade import DEGRADATIONS, degrade  # noqa: E402
 from training.evaluate import cell  # noqa: E402
-from training.metrics import errors, key_figure  # noqa: E402
+from training.metrics import errors, key_figure, teens_and_adults  # noqa: E402
 from training.train import PHOTO_CANVAS, PHOTO_DETECTOR  # noqa: E402
 
 # Texture first (grain, blocks, sharpness, local contrast, softness), then the colour
@@ -50,7 +50,7 @@ OLDER_YEARS = 3.0  # a 13-17 read this much older or more is counted
 
 def shift_figures(shift: np.ndarray, true: np.ndarray) -> dict:
     """Mean shift (years) of all faces, 13-17 and 25+, and the share of 13-17 read `OLDER_YEARS` older."""
-    teens, adults = (true >= 13) & (true < 18), true >= 25
+    teens, adults = teens_and_adults(true)
     return {
         "mean": float(shift.mean()),
         "13-17": float(shift[teens].mean()) if teens.any() else None,
@@ -158,7 +158,7 @@ def group_lines(result: dict, gender: np.ndarray, race: np.ndarray, true: np.nda
     for name, mask in labelled:
         shifts = {change: shift_figures(predicted[change][mask] - predicted["clean"][mask], true[mask])
                   for change in changes}
-        teens, adults = int(((true >= 13) & (true < 18) & mask).sum()), int(((true >= 25) & mask).sum())
+        teens, adults = (int((group & mask).sum()) for group in teens_and_adults(true))
         result["groups"][name] = {"13-17": teens, "25+": adults, "shift_years": shifts}
         cells = [f"{signed(f['13-17'])} / {signed(f['25+'])}" for f in shifts.values()]
         lines.append(f"| {name} | {teens} / {adults} | " + " | ".join(cells) + " |")

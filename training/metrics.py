@@ -106,7 +106,7 @@ def _flagged_below(teens: np.ndarray, cut: np.ndarray) -> np.ndarray:
     return (teens < cut).mean(axis=-1)
 
 
-def _teens_and_adults(true_years: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def teens_and_adults(true_years: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Masks of the key figure's two groups: 13-17s and adults 25+."""
     return (true_years >= 13) & (true_years < 18), true_years >= 25
 
@@ -152,7 +152,7 @@ def key_figure(true_years: np.ndarray, predicted_years: np.ndarray, adult_share:
     """
     true_years = np.asarray(true_years, np.float64)
     predicted = np.asarray(predicted_years, np.float64)
-    teen, adult = _teens_and_adults(true_years)
+    teen, adult = teens_and_adults(true_years)
     teens, adults = predicted[teen], predicted[adult]
     out = {"age_13_17_flagged": None, "age_13_17_flagged_ci95": None, "cut_years": None,
            "auc_13_17_vs_25_plus": None, "age_13_17_count": int(teens.size),
@@ -196,7 +196,7 @@ def paired_change(
     abs_before, abs_after = np.abs(before - true_years), np.abs(after - true_years)
     mae_changes = [abs_after[pick].mean(axis=-1) - abs_before[pick].mean(axis=-1)
                    for (pick,) in _resamples(rng, true_years.size)]
-    teen, adult = _teens_and_adults(true_years)
+    teen, adult = teens_and_adults(true_years)
     out = {"key_before": None, "key_after": None, "key_change": None, "key_change_ci95": None,
            "mae_before": float(abs_before.mean()), "mae_after": float(abs_after.mean()),
            "mae_change": float(abs_after.mean() - abs_before.mean()), "mae_change_ci95": _ci95(mae_changes),
