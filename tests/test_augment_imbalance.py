@@ -250,6 +250,35 @@ def test_two_view_loss_counts_each_views_error_and_their_gap():
     np.testing.assert_allclose(np.asarray(two_view_loss(0.0)(y_true, y_pred)), [4.0, 0.0])
 
 
+def test_weight_decay_shrinks_kernels_apart_from_the_gradient_and_spares_norm_and_bias():
+    import keras
+
+    from training.model import compile_model
+
+    def trained(weight_decay):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((4,))
+        # A branch the loss weighs by exactly 0: its kernel, bias and the norm's scale get a
+        # gradient of exactly 0, so whatever moves them is the decay.
+        side = keras.layers.BatchNormalization(name="norm")(
+            keras.layers.Dense(3, bias_initializer="ones", name="first")(inputs))
+        head = keras.layers.Dense(1)(inputs)
+        out = keras.layers.Lambda(lambda t: t[0] + 0.0 * keras.ops.sum(t[1], axis=-1, keepdims=True))([head, side])
+        model = keras.Model(inputs, out)
+        compile_model(model, 0.1, weight_decay=weight_decay)
+        before = model.get_layer("first").kernel.numpy().copy()
+        x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+        model.fit(x, np.ones((8, 1), np.float32), batch_size=8, epochs=3, verbose=0)
+        return before, model
+
+    before, model = trained(0.5)
+    np.testing.assert_allclose(model.get_layer("first").kernel.numpy(), before * (1 - 0.1 * 0.5) ** 3, rtol=1e-5)
+    np.testing.assert_array_equal(model.get_layer("first").bias.numpy(), 1.0)
+    np.testing.assert_array_equal(model.get_layer("norm").gamma.numpy(), 1.0)
+    before, model = trained(0.0)  # plain Adam: the notebooks' recipe
+    np.testing.assert_array_equal(model.get_layer("first").kernel.numpy(), before)
+
+
 def test_consistency_trains_on_two_independent_views_and_predicts_the_framing():
     from training.augment import CameraAugment
     from training.fit import build_training_model

@@ -41,6 +41,8 @@ def register(group: click.Group) -> None:
     @click.option("--learning-rate", default=1e-3, show_default=True, type=float)
     @click.option("--warmup-epochs", default=1.0, show_default=True, type=float,
                   help="Linear warm-up, then cosine decay; 0 keeps the rate constant.")
+    @click.option("--weight-decay", default=0.0, show_default=True, type=float,
+                  help="AdamW: shrink the kernels by rate x this per step, apart from the gradient; 0: Adam.")
     @click.option("--val-fraction", default=0.15, show_default=True, type=float,
                   help="Used for each source whose layout has no split of its own.")
     @click.option("--seed", default=42, show_default=True, type=int)

@@ -298,8 +298,8 @@ def export(
                 for k in ("precision", "backend", "accelerator", "best_val_mae", "best_epoch", "epochs_run",
                           "dummy_val_mae", "fit_seconds_this_session", "train_images_per_second")
             } | {k: run_config.get(k)
-                 for k in ("weights", "epochs", "batch_size", "learning_rate", "warmup_epochs", "augment",
-                           "augment_strength", "glasses_share", "context", "lds_sigma_years",
+                 for k in ("weights", "epochs", "batch_size", "learning_rate", "warmup_epochs", "weight_decay",
+                           "augment", "augment_strength", "glasses_share", "context", "lds_sigma_years",
                            "source_weight_power", "consistency", "border_fill")}
               | _fine_tuned_from(run_config.get("init_model")),
             "validation": {

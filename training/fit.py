@@ -152,7 +152,7 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
         estimates.append(regressor(x))
     output = keras.layers.Concatenate(name="views")(estimates) if len(estimates) > 1 else estimates[0]
     trainer = keras.Model(inputs, output, name="trainer")
-    compile_model(trainer, lr, consistency)
+    compile_model(trainer, lr, consistency, config.get("weight_decay", 0.0))  # runs before it had none
     return regressor, trainer
 
 

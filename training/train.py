@@ -41,6 +41,8 @@ class TrainConfig:
         epochs: total epochs, counting those done before a ``--resume``.
         batch_size: images per step.
         learning_rate: Adam's peak learning rate (1e-4 in the original notebooks).
+        weight_decay: AdamW's decoupled decay of the kernels per step, times the learning
+            rate (`training.model.compile_model`); 0 is plain Adam, the notebooks' recipe.
         warmup_epochs: linear warm-up before a cosine decay to 0; 0 keeps the rate constant.
         weights: ``imagenet``, ``none`` or a ResNet50 notop weights file.
         init_model: an earlier run's regressor (its ``model.keras``) to start from instead of
@@ -77,6 +79,7 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 1e-4
     warmup_epochs: float = 0.0
+    weight_decay: float = 0.0
     weights: str = "imagenet"
     init_model: str = ""
     val_fraction: float = 0.2
@@ -101,6 +104,7 @@ class TrainConfig:
             ("epochs", self.epochs, self.epochs >= 1, ">= 1"),
             ("batch_size", self.batch_size, 1 <= self.batch_size <= 4096, "1-4096"),
             ("learning_rate", self.learning_rate, 0 < self.learning_rate < 1, "in (0, 1)"),
+            ("weight_decay", self.weight_decay, 0 <= self.weight_decay <= 1, "in [0, 1]"),
             ("warmup_epochs", self.warmup_epochs, 0 <= self.warmup_epochs < self.epochs, "in [0, epochs)"),
             ("val_fraction", self.val_fraction, 0 < self.val_fraction < 1, "in (0, 1)"),
             ("precision", self.precision, self.precision in ("auto", "bfloat16", "float32"),
