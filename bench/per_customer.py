@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from bench.report import photo_bench_parser, public_settings, run_bench, write_report  # noqa: E402
 from edge_app.errors import AgecheckError  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
-from training.data import LabelledImages, load_sources, read_rgb, select  # noqa: E402
+from training.data import GENDERS, RACES, LabelledImages, load_sources, read_rgb, select  # noqa: E402
 from training.degrade import degrade  # noqa: E402
 
 BANDS = [("0-12", 0, 13), ("13-17", 13, 18), ("18-24", 18, 25), ("25+", 25, 200)]
@@ -84,6 +84,24 @@ def band_rows(customers: list[dict]) -> list[dict]:
             "uncertain": share(lambda c: c["reason"] == "uncertain"),
         })
     return rows
+
+
+def group_rows(customers: list[dict]) -> dict[str, list[dict]]:
+    """`band_rows` per labelled gender and race group (UTKFace's labels; customers of the
+    other sources, labelled ``None``, belong to none). Each customer: ``gender``, ``race``."""
+    groups = [("gender", name) for name in GENDERS.values()] + [("race", name) for name in RACES.values()]
+    return {name: band_rows(members) for key, name in groups
+            if (members := [c for c in customers if c[key] == name])}
+
+
+def flagged_table(first_column: str, groups: dict[str, list[dict]]) -> list[str]:
+    """Markdown: per group (row) and age band (column), the share flagged and of how many."""
+    lines = [f"| {first_column} | " + " | ".join(name for name, _, _ in BANDS) + " |",
+             "| --- |" + " ---: |" * len(BANDS)]
+    for group, rows in groups.items():
+        cells = {r["band"]: f"{r['flagged']:.0%} of {r['customers']}" for r in rows}
+        lines.append(f"| {group} | " + " | ".join(cells.get(name, "-") for name, _, _ in BANDS) + " |")
+    return lines
 
 
 def background(rng: np.random.Generator) -> np.ndarray:
@@ -190,6 +208,7 @@ def measure(args: argparse.Namespace) -> None:
                 frame_index += 1
             customers.append({"age": float(images.age_years[i]), "source": str(images.source[i]),
                               "file_name": images.paths[i].name,
+                              "gender": GENDERS.get(int(images.gender[i])), "race": RACES.get(int(images.race[i])),
                               "start_s": start / args.fps, "end_s": (start + in_view) / args.fps})
         writer.release()
         detector = {key: value for key, value in (("min_interval_ms", args.detect_interval_ms),
@@ -226,6 +245,7 @@ def measure(args: argparse.Namespace) -> None:
     rows = band_rows(customers)
     sources = sorted({c["source"] for c in customers})
     by_source = {source: band_rows([c for c in customers if c["source"] == source]) for source in sources}
+    by_group = group_rows(customers)
     margin = card.mae_years if args.margin_years is None else args.margin_years
     lines = [
         f"{len(customers)} customers ({args.per_source} validation photos per source"
@@ -244,11 +264,11 @@ def measure(args: argparse.Namespace) -> None:
                      f"{r['by_age']:.0%} | {r['face_unclear']:.0%} | {r['uncertain']:.0%} |")
     if len(sources) > 1:
         lines += ["", "Flagged per source (share of the source's customers of that age, and how many they were):", "",
-                  "| source | " + " | ".join(name for name, _, _ in BANDS) + " |",
-                  "| --- |" + " ---: |" * len(BANDS)]
-        for source, source_rows in by_source.items():
-            cells = {r["band"]: f"{r['flagged']:.0%} of {r['customers']}" for r in source_rows}
-            lines.append(f"| {source} | " + " | ".join(cells.get(name, "-") for name, _, _ in BANDS) + " |")
+                  *flagged_table("source", by_source)]
+    if by_group:
+        labelled = sum(c["gender"] is not None or c["race"] is not None for c in customers)
+        lines += ["", f"Flagged per labelled group ({labelled} customers whose photos label gender and race: "
+                  "UTKFace's):", "", *flagged_table("group", by_group)]
     decided = [c["decided_s"] for c in customers if c["decided_s"] is not None and c["reason"] == "age"]
     if decided:
         lines += ["", f"Alerts by age came {np.median(decided):.2f} s (median) after the customer appeared."]
@@ -256,7 +276,7 @@ def measure(args: argparse.Namespace) -> None:
     if args.customers:
         write_customers(Path(args.customers), customers)
     settings = public_settings(args, "data", "model", "customers", "out")
-    write_report(args.out, lines, {"rows": rows, "by_source": by_source, "settings": settings})
+    write_report(args.out, lines, {"rows": rows, "by_source": by_source, "by_group": by_group, "settings": settings})
 
 
 if __name__ == "__main__":

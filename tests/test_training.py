@@ -682,6 +682,25 @@ def test_till_bench_counts_each_age_band_and_reason_per_group_of_customers():
     assert rows["25+"]["flagged"] == 0.5 and rows["0-12"]["by_age"] == 1.0
 
 
+def test_till_bench_counts_each_labelled_group_and_leaves_unlabelled_customers_out():
+    from bench.per_customer import flagged_table, group_rows
+
+    def customer(age, gender, race, flagged):
+        return {"age": age, "seen": True, "flagged": flagged, "reason": "age" if flagged else None,
+                "gender": gender, "race": race}
+
+    customers = [customer(15, "female", "black", False), customer(16, "male", "black", True),
+                 customer(30, "female", "asian", True), customer(14, None, None, True)]  # the last: no labels
+    groups = group_rows(customers)
+    assert list(groups) == ["male", "female", "black", "asian"]  # label order; groups without customers left out
+    black = {r["band"]: r for r in groups["black"]}
+    assert list(black) == ["13-17"] and black["13-17"]["customers"] == 2 and black["13-17"]["flagged"] == 0.5
+    assert [(r["band"], r["customers"], r["flagged"]) for r in groups["female"]] == [("13-17", 1, 0.0), ("25+", 1, 1.0)]
+    table = flagged_table("group", groups)
+    assert table[0] == "| group | 0-12 | 13-17 | 18-24 | 25+ |"
+    assert "| black | - | 50% of 2 | - | - |" in table and len(table) == 2 + 4
+
+
 def test_bench_reports_name_files_not_local_paths_and_keep_dotted_names(tmp_path):
     from argparse import Namespace
 
