@@ -1,8 +1,8 @@
-"""Does the model read glasses as age? Validation faces with and without synthetic glasses.
+"""Does the model read glasses (or a face mask) as age? Validation faces with and without them.
 
     python bench/glasses.py --data ../shared/datasets/utkface --data ../shared/datasets/appa-real \\
         --data ../shared/datasets/aaf [--per-source 300] [--model models/age_resnet50_int8.tflite] \\
-        [--out docs/model/glasses]
+        [--draw glasses|mask] [--out docs/model/glasses]
     python bench/glasses.py --data ../shared/datasets/utkface ... --measure-eyes
 
 The worst 13-17 errors of the shipped model on APPA-REAL wear glasses, and so does the demo's
@@ -10,7 +10,8 @@ adult who reads 58. This cuts each sampled validation photo as training does (th
 detector, eyes levelled, the card's framing with `--context` around it), predicts its age
 with the model as it is, then again with `training.augment.SyntheticGlasses` drawn on (every
 face, seeded), and reports the shift, MAE and the key figure for both. A model that has
-learnt glasses are not age shows no shift.
+learnt glasses are not age shows no shift. ``--draw mask`` draws a face mask instead
+(`training.augment.SyntheticMask`: over nose, mouth and chin, of a random colour).
 
 ``--measure-eyes`` instead prints where BlazeFace's eyes sit around its squared box over
 training photos: the source of `training.augment.EYES_IN_BOX`.
@@ -38,6 +39,8 @@ from training.evaluate import cell  # noqa: E402
 from training.metrics import errors, key_figure, teens_and_adults  # noqa: E402
 from training.train import PHOTO_CANVAS, PHOTO_DETECTOR, TrainConfig  # noqa: E402
 
+WHAT = {"glasses": "synthetic glasses", "mask": "a synthetic face mask"}  # --draw, in the table's words
+
 
 def measure_eyes(images) -> None:
     """Mean and spread of the levelled eye positions in box sides (from the squared box's centre)."""
@@ -56,6 +59,7 @@ def measure_eyes(images) -> None:
 def main() -> None:
     parser = photo_bench_parser(__doc__, per_source=300)
     parser.add_argument("--context", type=float, default=1.25)
+    parser.add_argument("--draw", choices=sorted(WHAT), default="glasses", help="what every face gets")
     parser.add_argument("--measure-eyes", action="store_true")
     run_bench(measure, parser.parse_args())
 
@@ -68,8 +72,9 @@ def measure(args: argparse.Namespace) -> None:
         measure_eyes(select(images, "train", 100, args.seed))
         return
 
-    from training.augment import CameraAugment, SyntheticGlasses
+    from training.augment import CameraAugment, SyntheticGlasses, SyntheticMask
 
+    layer = {"glasses": SyntheticGlasses, "mask": SyntheticMask}[args.draw]
     images = select(images, "val", args.per_source, args.seed)
     size = card.input_size
     # Stored crops as a training run cuts them: the card's framing widened by --context.
@@ -82,10 +87,10 @@ def measure(args: argparse.Namespace) -> None:
             crops.append(crop)
     stored_crops = np.stack(crops).astype(np.float32)
     centre = CameraAugment(size, args.context)
-    with_glasses = SyntheticGlasses(1.0, args.context, card.crop.margin, seed=args.seed)(stored_crops, training=True)
+    drawn = layer(1.0, args.context, card.crop.margin, seed=args.seed)(stored_crops, training=True)
     regressor = AgeRegressor(AgeModelConfig(model_path=args.model, max_batch=64))
     predict = [regressor.predict(np.round(np.asarray(centre(x))).clip(0, 255).astype(np.uint8))
-               for x in (stored_crops, with_glasses)]
+               for x in (stored_crops, drawn)]
     true = images.age_years[kept].astype(np.float64)
     sources = images.source[kept]
     result = {"faces": len(kept), "model": Path(args.model).name, "rows": {},
@@ -93,7 +98,7 @@ def measure(args: argparse.Namespace) -> None:
     for name in ["all", *dict.fromkeys(sources.tolist())]:
         mask = np.ones(len(kept), bool) if name == "all" else sources == name
         row = {}
-        for label, predicted in zip(("plain", "glasses"), predict, strict=True):
+        for label, predicted in zip(("plain", args.draw), predict, strict=True):
             row[label] = {"errors": errors(true[mask], predicted[mask]), "key": key_figure(true[mask], predicted[mask])}
         shift = predict[1][mask] - predict[0][mask]
         teens = shift[teens_and_adults(true[mask])[0]]
@@ -102,14 +107,14 @@ def measure(args: argparse.Namespace) -> None:
         result["rows"][name] = row
     lines = [
         f"{len(kept)} validation faces ({args.per_source} photos per source, seed {args.seed}), model "
-        f"`{result['model']}`, each with and without synthetic glasses (`training.augment.SyntheticGlasses`):",
+        f"`{result['model']}`, each plain and with {WHAT[args.draw]} drawn on (`training.augment.{layer.__name__}`):",
         "",
-        "| faces | photos | MAE plain → glasses | bias plain → glasses | mean shift | 13–17 shift "
-        "| key figure plain → glasses |",
+        f"| faces | photos | MAE plain → {args.draw} | bias plain → {args.draw} | mean shift | 13–17 shift "
+        f"| key figure plain → {args.draw} |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, row in result["rows"].items():
-        p, g = row["plain"], row["glasses"]
+        p, g = row["plain"], row[args.draw]
         key = [cell(k["key"]["age_13_17_flagged"], ".0%") for k in (p, g)]
         lines.append(
             f"| {name} | {p['errors']['count']} | {p['errors']['mae']:.2f} → {g['errors']['mae']:.2f} "

@@ -240,6 +240,35 @@ def test_synthetic_glasses_sit_on_the_eyes_and_nowhere_else(faces80, margin):
     np.testing.assert_array_equal(out, again)  # seeded
 
 
+@pytest.mark.parametrize("margin", [0.1, 0.25])
+def test_synthetic_mask_covers_mouth_and_chin_and_leaves_the_eyes(faces80, margin):
+    from training.augment import EYES_IN_BOX, SyntheticMask
+
+    batch = np.repeat(faces80, 4, axis=0)
+    np.testing.assert_array_equal(np.asarray(SyntheticMask(1.0, seed=0)(batch, training=False)), batch)
+    np.testing.assert_array_equal(np.asarray(SyntheticMask(0.0, seed=0)(batch, training=True)), batch)
+    out = np.asarray(SyntheticMask(1.0, context=1.25, margin=margin, seed=0)(batch, training=True))
+    assert out.shape == batch.shape and out.dtype == np.float32 and out.min() >= 0 and out.max() <= 255
+    changed = np.abs(out - batch).max(axis=-1) > 1  # (12, 80, 80)
+    box_sides = (1 + 2 * margin) * 1.25  # the stored crop's side
+    (right_u, eye_v), (left_u, _) = EYES_IN_BOX
+    eye_distance = (left_u - right_u) / box_sides * 80  # pixels: 21 (margin 0.1), 18 (0.25)
+    eye_row = (0.5 + eye_v / box_sides) * 80
+    rows = changed.any(axis=2).mean(axis=0)  # share of samples changed in each row
+    assert rows[: int(eye_row + 0.4 * eye_distance)].max() == 0.0  # eyes, brows and hair untouched
+    mouth = int(round(eye_row + 1.2 * eye_distance))
+    assert changed[:, mouth].mean(axis=1).min() > 0.3  # every sample's mouth row is mostly covered
+    middle = int(round((0.5 + (left_u + right_u) / 2 / box_sides) * 80))
+    side = int(np.ceil(1.25 * eye_distance))  # no wider than the cheeks
+    columns = changed.any(axis=1).mean(axis=0)
+    assert columns[middle + side :].max() == 0.0 and columns[: middle - side].max() == 0.0
+    cover = changed[:, mouth, middle - 4 : middle + 4]
+    colours = out[:, mouth, middle]  # each sample drew its own mask colour
+    assert cover.all() and len({tuple(np.round(c)) for c in colours}) > 6
+    again = np.asarray(SyntheticMask(1.0, context=1.25, margin=margin, seed=0)(batch, training=True))
+    np.testing.assert_array_equal(out, again)  # seeded
+
+
 def test_two_view_loss_counts_each_views_error_and_their_gap():
     from training.model import two_view_loss
 
@@ -327,12 +356,14 @@ def test_camera_augment_jpeg_blocks_are_a_real_dct_quantiser():
                                                ({"output_size": 64, "context": 3.0}, "context"),
                                                ({"output_size": 64, "strength": -1.0}, "strength")])
 def test_camera_augment_rejects_bad_settings(kwargs, match):
-    from training.augment import CameraAugment, SyntheticGlasses
+    from training.augment import CameraAugment, SyntheticGlasses, SyntheticMask
 
     with pytest.raises(ValueError, match=match):
         CameraAugment(**kwargs)
     with pytest.raises(ValueError, match="glasses share"):
         SyntheticGlasses(1.5)
+    with pytest.raises(ValueError, match="mask share"):
+        SyntheticMask(-0.1)
 
 
 def test_paired_change_sees_a_small_gain_that_the_models_own_intervals_hide():
