@@ -330,16 +330,19 @@ def test_consistency_trains_on_two_independent_views_and_predicts_the_framing():
     assert "camera_augment_2" not in [layer.name for layer in one_view.layers]
 
 
-def test_glasses_share_puts_the_glasses_layer_before_camera_augment():
+def test_glasses_and_mask_shares_put_their_layers_before_camera_augment():
     from training.fit import build_training_model
 
     config = {"image_size": 32, "weights": "none", "augment": True, "augment_strength": 1.0, "seed": 0,
-              "glasses_share": 0.2}
+              "glasses_share": 0.2, "mask_share": 0.5}
     _, trainer = build_training_model(config, 1.25, 1e-3, 30.0)
     names = [layer.name for layer in trainer.layers]
-    assert names.index("glasses") < names.index("camera_augment")
-    _, plain = build_training_model(config | {"glasses_share": 0.0}, 1.25, 1e-3, 30.0)
-    assert "glasses" not in [layer.name for layer in plain.layers]
+    assert names.index("glasses") < names.index("camera_augment") > names.index("mask")
+    batch = np.full((64, 40, 40, 3), 128.0, np.float32)
+    with_mask = np.abs(np.asarray(trainer.get_layer("mask")(batch, training=True)) - 128).max(axis=(1, 2, 3)) > 1
+    assert 16 < with_mask.sum() < 48  # about the share of the faces
+    _, plain = build_training_model(config | {"glasses_share": 0.0, "mask_share": 0.0}, 1.25, 1e-3, 30.0)
+    assert not {"glasses", "mask"} & {layer.name for layer in plain.layers}
 
 
 def test_camera_augment_jpeg_blocks_are_a_real_dct_quantiser():

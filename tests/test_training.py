@@ -208,7 +208,8 @@ def test_evaluate_bad_options_are_one_clear_error(utk_run, datasets, tmp_path, a
 def test_train_on_several_sources_reports_each(tmp_path, datasets):
     run = tmp_path / "run"
     result = ok(invoke("train", "--data", datasets["utkface"], "--data", datasets["seeds"], "--out", run,
-                       "--val-fraction", "0.3", "--border-fill", "0.5", "--weight-decay", "0.01", *TINY))
+                       "--val-fraction", "0.3", "--border-fill", "0.5", "--weight-decay", "0.01", "--mask-share", "0.3",
+                       *TINY))
     report = json.loads((run / "report.json").read_text())
     inside = load_pack(run / "crops.npz").inside  # the pack records where each photo ends, for --border-fill
     assert inside.shape == (60, 40, 40) and (inside[:, 15:25, 15:25] == 255).all()
@@ -226,6 +227,7 @@ def test_train_on_several_sources_reports_each(tmp_path, datasets):
     assert [s["name"] for s in card["training_data"]["sources"]] == ["utkface", "seeds"]
     assert set(card["camera"]["by_source"]) == {"utkface", "seeds"}
     assert card["training"]["border_fill"] == 0.5 and card["training"]["weight_decay"] == 0.01
+    assert card["training"]["mask_share"] == 0.3
 
     report_path, markdown = tmp_path / "r.json", tmp_path / "r.md"
     result = ok(invoke("evaluate", "--model", model, "--data", datasets["utkface"], "--data", datasets["seeds"],

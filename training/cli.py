@@ -55,6 +55,8 @@ def register(group: click.Group) -> None:
     @click.option("--augment-strength", default=1.0, show_default=True, type=float)
     @click.option("--glasses-share", default=0.25, show_default=True, type=float,
                   help="Share of training crops given synthetic glasses (with --augment); 0: none.")
+    @click.option("--mask-share", default=0.0, show_default=True, type=float,
+                  help="Share of training crops given a synthetic face mask (with --augment); 0: none.")
     @click.option("--context", default=1.25, show_default=True, type=float,
                   help="Stored crops are this much wider than the model's framing.")
     @click.option("--lds-sigma-years", default=2.0, show_default=True, type=float,

@@ -299,7 +299,7 @@ def export(
                           "dummy_val_mae", "fit_seconds_this_session", "train_images_per_second")
             } | {k: run_config.get(k)
                  for k in ("weights", "epochs", "batch_size", "learning_rate", "warmup_epochs", "weight_decay",
-                           "augment", "augment_strength", "glasses_share", "context", "lds_sigma_years",
+                           "augment", "augment_strength", "glasses_share", "mask_share", "context", "lds_sigma_years",
                            "source_weight_power", "consistency", "border_fill")}
               | _fine_tuned_from(run_config.get("init_model")),
             "validation": {

@@ -126,7 +126,7 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
     """
     import keras
 
-    from training.augment import BorderFill, CameraAugment, SyntheticGlasses
+    from training.augment import BorderFill, CameraAugment, SyntheticGlasses, SyntheticMask
     from training.model import build_model, compile_model, load_regressor
 
     size = config["image_size"]
@@ -137,6 +137,7 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
     fill = border_fill(config)
     inputs = keras.Input((stored, stored, 4 if fill > 0 else 3), name="stored_crop")
     glasses = config.get("glasses_share", 0.0) if config["augment"] else 0.0  # runs before it had none
+    masks = config.get("mask_share", 0.0) if config["augment"] else 0.0
     margin = config.get("crop", {}).get("margin", 0.1)
     strength = config["augment_strength"] if config["augment"] else 0.0
     consistency = config.get("consistency", 0.0)  # runs before it had one view
@@ -148,6 +149,8 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
             x = BorderFill(fill, seed=seed, name="border_fill" + suffix)(x)
         if glasses > 0:  # drawn on the stored crop, so that CameraAugment's roll and zoom move them too
             x = SyntheticGlasses(glasses, context, margin, seed=seed, name="glasses" + suffix)(x)
+        if masks > 0:
+            x = SyntheticMask(masks, context, margin, seed=seed, name="mask" + suffix)(x)
         x = CameraAugment(size, context, strength, seed=seed, name="camera_augment" + suffix)(x)
         estimates.append(regressor(x))
     output = keras.layers.Concatenate(name="views")(estimates) if len(estimates) > 1 else estimates[0]

@@ -55,6 +55,8 @@ class TrainConfig:
         glasses_share: share of training crops given synthetic glasses
             (`training.augment.SyntheticGlasses`); 0.25 since a fine-tune measured it
             (`docs/MODEL.md`: 13-17 shift under glasses +5.7 -> +3.4 years, clean MAE kept).
+        mask_share: share of training crops given a synthetic face mask
+            (`training.augment.SyntheticMask`); 0 (none) until a run has measured it.
         context: stored crops are this much wider than the card's framing (room to roll,
             zoom and shift); the model sees the framing itself at inference.
         lds_sigma_years: label-distribution smoothing width for the age weights; 0 turns
@@ -88,6 +90,7 @@ class TrainConfig:
     augment: bool = True
     augment_strength: float = 1.0
     glasses_share: float = 0.25
+    mask_share: float = 0.0
     context: float = 1.25
     lds_sigma_years: float = 2.0
     source_weight_power: float = 0.5
@@ -112,6 +115,7 @@ class TrainConfig:
             ("max_images", self.max_images, self.max_images >= 0, ">= 0"),
             ("augment_strength", self.augment_strength, 0 <= self.augment_strength <= 2, "in [0, 2]"),
             ("glasses_share", self.glasses_share, 0 <= self.glasses_share <= 1, "in [0, 1]"),
+            ("mask_share", self.mask_share, 0 <= self.mask_share <= 1, "in [0, 1]"),
             ("context", self.context, 1 <= self.context <= 2, "in [1, 2]"),
             ("lds_sigma_years", self.lds_sigma_years, 0 <= self.lds_sigma_years <= 20, "in [0, 20]"),
             ("source_weight_power", self.source_weight_power, 0 <= self.source_weight_power <= 1, "in [0, 1]"),
