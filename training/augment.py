@@ -347,17 +347,31 @@ class _DrawnOnTheFace(layers.Layer):
     def _uniform(self, batch, lo, hi, channels=1):
         return keras.random.uniform((batch, 1, 1, channels), lo, hi, seed=self.seed_generator)
 
-    def _face_grid(self, size):
-        """Pixel centres and the mean eyes, in crop sides from the crop's centre.
-
-        Returns (u (1, 1, S, 1), v (1, S, 1, 1), right eye u, left eye u, eye line v).
-        """
-        grid = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
+    def call(self, inputs, training=False):  # noqa: D102
+        x = ops.cast(inputs, "float32")
+        if not training or self.share == 0:
+            return x
+        batch, size = ops.shape(x)[0], ops.shape(x)[1]
+        grid = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5  # crop sides from the centre
         u = ops.reshape(ops.convert_to_tensor(grid), (1, 1, size, 1))
         v = ops.reshape(ops.convert_to_tensor(grid), (1, size, 1, 1))
         box_sides = (1 + 2 * self.margin) * self.context  # the stored crop's side in box sides
         (right_u, eye_v), (left_u, _) = ((a / box_sides, b / box_sides) for a, b in EYES_IN_BOX)
-        return u, v, right_u, left_u, eye_v
+        eye_distance = left_u - right_u
+        middle = (right_u + left_u) / 2 + self._uniform(batch, -0.01, 0.01)  # each face's own eyes
+        eye_v = eye_v + self._uniform(batch, -0.015, 0.02)
+        drawn = self._draw(x, u, v, middle, eye_v, eye_distance)
+        chosen = ops.cast(self._uniform(batch, 0.0, 1.0) < self.share, "float32")
+        return ops.clip(x + chosen * (drawn - x), 0.0, 255.0)
+
+    def _draw(self, x, u, v, middle, eye_v, eye_distance):
+        """``x`` (B, S, S, 3) with the thing drawn on every sample.
+
+        ``u`` (1, 1, S, 1) and ``v`` (1, S, 1, 1) are the pixel centres, ``middle`` and
+        ``eye_v`` (B, 1, 1, 1) the point between the eyes, ``eye_distance`` a scalar; all in
+        crop sides from the crop's centre.
+        """
+        raise NotImplementedError
 
 
 class SyntheticGlasses(_DrawnOnTheFace):
@@ -382,15 +396,8 @@ class SyntheticGlasses(_DrawnOnTheFace):
 
     drawn = "glasses"
 
-    def call(self, inputs, training=False):  # noqa: D102
-        x = ops.cast(inputs, "float32")
-        if not training or self.share == 0:
-            return x
-        batch, size = ops.shape(x)[0], ops.shape(x)[1]
-        u, v, right_u, left_u, eye_v = self._face_grid(size)
-        eye_distance = left_u - right_u
-        middle = (right_u + left_u) / 2 + self._uniform(batch, -0.01, 0.01)
-        eye_v = eye_v + self._uniform(batch, -0.015, 0.02)
+    def _draw(self, x, u, v, middle, eye_v, eye_distance):
+        batch = ops.shape(x)[0]
         half_gap = eye_distance / 2 * self._uniform(batch, 0.95, 1.08)
         rx = eye_distance * self._uniform(batch, 0.36, 0.5)  # lens half-width
         ry = rx * self._uniform(batch, 0.55, 0.9)
@@ -411,9 +418,7 @@ class SyntheticGlasses(_DrawnOnTheFace):
         tint = ops.where(self._uniform(batch, 0.0, 1.0) < 0.15, self._uniform(batch, 0.3, 0.75), 0.0)
         opacity = self._uniform(batch, 0.6, 1.0)
         drawn = x * (1.0 - lenses * tint)
-        drawn = drawn + frame * opacity * (colour - drawn)
-        chosen = ops.cast(self._uniform(batch, 0.0, 1.0) < self.share, "float32")
-        return ops.clip(x + chosen * (drawn - x), 0.0, 255.0)
+        return drawn + frame * opacity * (colour - drawn)
 
 
 class SyntheticMask(_DrawnOnTheFace):
@@ -433,15 +438,8 @@ class SyntheticMask(_DrawnOnTheFace):
 
     drawn = "mask"
 
-    def call(self, inputs, training=False):  # noqa: D102
-        x = ops.cast(inputs, "float32")
-        if not training or self.share == 0:
-            return x
-        batch, size = ops.shape(x)[0], ops.shape(x)[1]
-        u, v, right_u, left_u, eye_v = self._face_grid(size)
-        eye_distance = left_u - right_u
-        middle = (right_u + left_u) / 2 + self._uniform(batch, -0.01, 0.01)
-        eye_v = eye_v + self._uniform(batch, -0.015, 0.02)
+    def _draw(self, x, u, v, middle, eye_v, eye_distance):
+        batch = ops.shape(x)[0]
         top = eye_v + eye_distance * self._uniform(batch, 0.45, 0.75)  # the edge's point, on the nose
         edge = top + self._uniform(batch, 0.15, 0.4) * ops.abs(u - middle)  # falls towards the cheeks
         centre_v = top + eye_distance * self._uniform(batch, 0.35, 0.5)
@@ -461,9 +459,7 @@ class SyntheticMask(_DrawnOnTheFace):
         surgical = ops.reshape(ops.convert_to_tensor(np.array([150.0, 190.0, 220.0], np.float32)), (1, 1, 1, 3))
         colour = ops.where(kind < 0.25, surgical + self._uniform(batch, -20.0, 20.0, 3), colour)
         shade = 1.0 - self._uniform(batch, 0.0, 0.2) * ops.clip((v - top) / (2.0 * eye_distance), 0.0, 1.0)
-        drawn = x + cover * (ops.clip(colour * shade, 0.0, 255.0) - x)
-        chosen = ops.cast(self._uniform(batch, 0.0, 1.0) < self.share, "float32")
-        return ops.clip(x + chosen * (drawn - x), 0.0, 255.0)
+        return x + cover * (ops.clip(colour * shade, 0.0, 255.0) - x)
 
 
 class BorderFill(layers.Layer):
