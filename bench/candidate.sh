@@ -7,7 +7,7 @@
 # model's prediction files (those bench/model_docs.sh leaves in its run folder; each one missing,
 # as on a new machine, is made there once). Writes docs/model/candidates/NAME.* (card, evaluations, paired
 # comparisons per photo, per till frame and per till customer, the till again at the margin where the
-# candidate asks as many minors, crop border, glasses, texture); files
+# candidate asks as many minors, crop border, glasses, face masks, texture); files
 # that name dataset photos (predictions, customers) stay in RUN and BASE_RUN. On 2 cores it
 # took 29 min with a till of 900 customers (export and crops already made); the till of
 # 1,097 customers it now replays (every 13-17 among them) takes 23 min per model and run; the
@@ -85,9 +85,10 @@ Path(sys.argv[2]).write_text(json.dumps(report, indent=2) + "\n")' "$RUN/eval_$e
         --margins "$BASE_MARGIN" "$BASE_MARGIN" --out "$OUT.paired_$name"
 done
 
-step "what the crop's border, glasses and texture do to it"
+step "what the crop's border, glasses, face masks and texture do to it"
 "$BIN/python" bench/crop_border.py "${DATA[@]}" --per-source 1000 --model "$MODEL" --out "$OUT.crop_border"
 "$BIN/python" bench/glasses.py "${DATA[@]}" --per-source 300 --model "$MODEL" --out "$OUT.glasses"
+"$BIN/python" bench/glasses.py "${DATA[@]}" --per-source 300 --model "$MODEL" --draw mask --out "$OUT.mask"
 # the shipped model's own: docs/model/texture.md and texture_on_crop.md
 "$BIN/python" bench/texture.py "${DATA[@]}" --per-source 0 --model "$MODEL" --out "$OUT.texture"
 "$BIN/python" bench/texture.py "${DATA[@]}" --per-source 0 --model "$MODEL" --changes local_contrast --on-crop \
