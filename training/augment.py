@@ -13,7 +13,9 @@ the corruptions of a till camera and of old photos, each sample drawing its own:
   noise, film grain, JPEG blocks (an 8x8 DCT quantiser).
 
 `SyntheticGlasses`, before it on ``--glasses-share`` of the crops (0.25 by default), draws spectacles on
-the eyes: the shipped model reads glasses as age (`bench/glasses.py`). `BorderFill`, first of
+the eyes: the shipped model reads glasses as age (`bench/glasses.py`). `SyntheticMask`, beside it on
+``--mask-share`` of the crops (off by default), draws a face mask: the shipped model reads a masked
+teenager far older (`bench/glasses.py --draw mask`). `BorderFill`, first of
 all on ``--border-fill`` of the crops (off by default), puts varied content where a crop's
 framing left its photo: the shipped model reads UTKFace's replicated chip edges (`bench/crop_border.py`).
 
@@ -425,8 +427,8 @@ class SyntheticMask(_DrawnOnTheFace):
     """Random face masks drawn over the nose, mouth and chin of stored, eye-levelled crops.
 
     A mask hides the half of the face a till sees best, and the shipped model reads the
-    half it leaves as another age: with a black mask drawn on, validation 13-17s read years
-    older (`bench/glasses.py --draw mask`). Each chosen sample gets one opaque mask: an
+    half it leaves as another age: with masks drawn on, validation 13-17s read 7.8 years
+    older (`bench/glasses.py --draw mask`, docs/MODEL.md). Each chosen sample gets one opaque mask: an
     upper edge over the nose that rises to a point at its middle, a rounded lower part
     around the chin (an ellipse cut by that edge), a random width and height, a colour
     (surgical blue, white, black, grey or any), and a soft shading towards the chin. Drawn on
