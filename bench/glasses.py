@@ -11,7 +11,8 @@ detector, eyes levelled, the card's framing with `--context` around it), predict
 with the model as it is, then again with `training.augment.SyntheticGlasses` drawn on (every
 face, seeded), and reports the shift, MAE and the key figure for both. A model that has
 learnt glasses are not age shows no shift. ``--draw mask`` draws a face mask instead
-(`training.augment.SyntheticMask`: over nose, mouth and chin, of a random colour).
+(`training.augment.SyntheticMask`: over nose, mouth and chin, of a random colour). Where the
+photos label gender and race (UTKFace's), the shifts by group follow, as in `bench/texture.py`.
 
 ``--measure-eyes`` instead prints where BlazeFace's eyes sit around its squared box over
 training photos: the source of `training.augment.EYES_IN_BOX`.
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import photo_bench_parser, public_settings, run_bench, write_report  # noqa: E402
+from bench.texture import group_lines  # noqa: E402
 from edge_app.age_model import AgeRegressor  # noqa: E402
 from edge_app.config import AgeModelConfig  # noqa: E402
 from edge_app.crop import eye_angles_deg  # noqa: E402
@@ -121,6 +123,8 @@ def measure(args: argparse.Namespace) -> None:
             f"| {p['errors']['bias']:+.2f} → {g['errors']['bias']:+.2f} | {row['shift_years']['mean']:+.2f} "
             f"| {cell(row['shift_years']['13-17'], '+.2f')} | {key[0]} → {key[1]} |"
         )
+    lines += group_lines(result, images.gender[kept], images.race[kept], true,
+                         {"clean": predict[0], args.draw: predict[1]}, [args.draw])
     print("\n".join(lines))
     write_report(args.out, lines, result)
 

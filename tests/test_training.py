@@ -558,6 +558,26 @@ def test_texture_bench_changes_only_the_pixels_of_each_face(datasets, brightness
     assert refused.stderr.startswith("error: --changes fog: expected names from downscale, blur")
 
 
+def test_glasses_bench_draws_a_mask_on_every_face_and_reports_each_group(datasets, brightness_tflite, tmp_path):
+    """bench/glasses.py --draw mask: each face plain and masked, the shift per labelled group."""
+    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "glasses.py"), "--data",
+                           str(datasets["utkface"]), "--model", str(brightness_tflite), "--per-source", "0",
+                           "--draw", "mask", "--out", str(tmp_path / "mask")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "mask.json").read_text())
+    row = result["rows"]["all"]
+    assert set(row) == {"plain", "mask", "shift_years"} and result["faces"] >= 4
+    assert row["plain"]["errors"]["count"] == row["mask"]["errors"]["count"] == result["faces"]
+    # "age" is 100 x brightness: a mask of any colour other than the face's own moves it
+    assert row["plain"]["errors"]["mae"] != row["mask"]["errors"]["mae"] and row["shift_years"]["mean"] != 0
+    text = (tmp_path / "mask.md").read_text()
+    assert "with a synthetic face mask drawn on (`training.augment.SyntheticMask`)" in text
+    assert "| MAE plain → mask |" in text and set(result["groups"]) <= {"male", "female", "white", "black",
+                                                                         "asian", "indian", "other"}
+    assert result["groups"] and all(f"| {g} |" in text for g in result["groups"])
+
+
 def test_linear_probe_reads_the_runs_own_estimates_and_refits_its_head(utk_run, tmp_path):
     """bench/linear_probe.py: features + the run's head = the exported model's estimate."""
     import keras
