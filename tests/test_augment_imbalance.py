@@ -216,16 +216,32 @@ def test_camera_augment_equalise_raises_flat_areas_texture_most(faces80, scale_p
         assert (after.max(axis=-1) - after.min(axis=-1) - (before.max(axis=-1) - before.min(axis=-1))).std() < 1e-3
 
 
+def drawn_on_every_face(layer, faces80, margin):
+    """(the 12 crops, the same with ``layer`` drawn on each while training, (12, 80, 80) changed pixels)."""
+    batch = np.repeat(faces80, 4, axis=0)
+    out = np.asarray(layer(1.0, context=1.25, margin=margin, seed=0)(batch, training=True))
+    return batch, out, np.abs(out - batch).max(axis=-1) > 1
+
+
+@pytest.mark.parametrize("name", ["SyntheticGlasses", "SyntheticMask"])
+@pytest.mark.parametrize("margin", [0.1, 0.25])
+def test_drawn_accessories_change_only_training_crops_within_range_and_are_seeded(faces80, name, margin):
+    from training import augment
+
+    layer = getattr(augment, name)
+    batch, out, _ = drawn_on_every_face(layer, faces80, margin)
+    np.testing.assert_array_equal(np.asarray(layer(1.0, seed=0)(batch, training=False)), batch)
+    np.testing.assert_array_equal(np.asarray(layer(0.0, seed=0)(batch, training=True)), batch)
+    assert out.shape == batch.shape and out.dtype == np.float32 and out.min() >= 0 and out.max() <= 255
+    again = np.asarray(layer(1.0, context=1.25, margin=margin, seed=0)(batch, training=True))
+    np.testing.assert_array_equal(out, again)  # seeded
+
+
 @pytest.mark.parametrize("margin", [0.1, 0.25])
 def test_synthetic_glasses_sit_on_the_eyes_and_nowhere_else(faces80, margin):
     from training.augment import EYES_IN_BOX, SyntheticGlasses
 
-    batch = np.repeat(faces80, 4, axis=0)
-    np.testing.assert_array_equal(np.asarray(SyntheticGlasses(1.0, seed=0)(batch, training=False)), batch)
-    np.testing.assert_array_equal(np.asarray(SyntheticGlasses(0.0, seed=0)(batch, training=True)), batch)
-    out = np.asarray(SyntheticGlasses(1.0, context=1.25, margin=margin, seed=0)(batch, training=True))
-    assert out.shape == batch.shape and out.dtype == np.float32 and out.min() >= 0 and out.max() <= 255
-    changed = np.abs(out - batch).max(axis=-1) > 1  # (12, 80, 80)
+    _, _, changed = drawn_on_every_face(SyntheticGlasses, faces80, margin)
     box_sides = (1 + 2 * margin) * 1.25  # the stored crop's side
     eye_row = int(round((0.5 + EYES_IN_BOX[0][1] / box_sides) * 80))  # row 31 (margin 0.1), 33 (0.25)
     rows = changed.any(axis=2).mean(axis=0)  # share of samples changed in each row
@@ -236,20 +252,13 @@ def test_synthetic_glasses_sit_on_the_eyes_and_nowhere_else(faces80, margin):
     columns = changed.any(axis=1).mean(axis=0)
     reach = int(round((0.5 + 0.6 / box_sides) * 80))  # the arms end about at the ears
     assert columns[reach:].max() == 0.0 and columns[: 80 - reach].max() == 0.0
-    again = np.asarray(SyntheticGlasses(1.0, context=1.25, margin=margin, seed=0)(batch, training=True))
-    np.testing.assert_array_equal(out, again)  # seeded
 
 
 @pytest.mark.parametrize("margin", [0.1, 0.25])
 def test_synthetic_mask_covers_mouth_and_chin_and_leaves_the_eyes(faces80, margin):
     from training.augment import EYES_IN_BOX, SyntheticMask
 
-    batch = np.repeat(faces80, 4, axis=0)
-    np.testing.assert_array_equal(np.asarray(SyntheticMask(1.0, seed=0)(batch, training=False)), batch)
-    np.testing.assert_array_equal(np.asarray(SyntheticMask(0.0, seed=0)(batch, training=True)), batch)
-    out = np.asarray(SyntheticMask(1.0, context=1.25, margin=margin, seed=0)(batch, training=True))
-    assert out.shape == batch.shape and out.dtype == np.float32 and out.min() >= 0 and out.max() <= 255
-    changed = np.abs(out - batch).max(axis=-1) > 1  # (12, 80, 80)
+    _, out, changed = drawn_on_every_face(SyntheticMask, faces80, margin)
     box_sides = (1 + 2 * margin) * 1.25  # the stored crop's side
     (right_u, eye_v), (left_u, _) = EYES_IN_BOX
     eye_distance = (left_u - right_u) / box_sides * 80  # pixels: 21 (margin 0.1), 18 (0.25)
@@ -265,8 +274,6 @@ def test_synthetic_mask_covers_mouth_and_chin_and_leaves_the_eyes(faces80, margi
     cover = changed[:, mouth, middle - 4 : middle + 4]
     colours = out[:, mouth, middle]  # each sample drew its own mask colour
     assert cover.all() and len({tuple(np.round(c)) for c in colours}) > 6
-    again = np.asarray(SyntheticMask(1.0, context=1.25, margin=margin, seed=0)(batch, training=True))
-    np.testing.assert_array_equal(out, again)  # seeded
 
 
 def test_two_view_loss_counts_each_views_error_and_their_gap():
