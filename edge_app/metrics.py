@@ -24,6 +24,11 @@ class Metrics:
         self.alerts = Counter("agecheck_alerts", "Check-ID alerts raised", registry=self.registry)
         self.reconnects = Counter("agecheck_camera_reconnects", "Camera reopened after a failure",
                                   registry=self.registry)
+        self.poor_light = Counter(
+            "agecheck_age_estimates_poor_light", "Age estimates of faces too dark or too bright for the model's "
+            "usual error (edge_app.quality.light_counts)", ["light"], registry=self.registry)
+        for light in ("dark", "bright"):
+            self.poor_light.labels(light)
         self.fps = Gauge("agecheck_fps", "Frames processed per second, over the last 10 s", registry=self.registry)
         self.age_latency = Histogram(
             "agecheck_age_inference_seconds", "Age model time per batched inference call", registry=self.registry,

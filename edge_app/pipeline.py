@@ -48,6 +48,8 @@ class FrameStats:
     faces: int
     estimates: int
     new_alerts: int
+    too_dark: int  # estimates of faces in poor light (`quality.light_counts`)
+    too_bright: int
     age_seconds: float
     frame_seconds: float
     recent_fps: float
@@ -83,6 +85,8 @@ class Summary:
     alerts: int = 0
     age_estimates: int = 0
     faces_refused: int = 0  # face-frames the quality gate refused (too small, blurred or turned)
+    age_estimates_too_dark: int = 0  # estimates of faces in light where the model errs more (`quality.light_counts`)
+    age_estimates_too_bright: int = 0
     video_fps: float = 0.0
     processing_fps: float = 0.0
     duration_s: float = 0.0
@@ -311,6 +315,9 @@ def run(
                 summary.faces += len(faces)
                 summary.age_estimates += len(crops)
                 summary.faces_refused += int(np.count_nonzero(~faces.quality_ok))
+                dark, bright = quality.light_counts(crops)
+                summary.age_estimates_too_dark += dark
+                summary.age_estimates_too_bright += bright
                 summary.processing_fps = summary.frames / max(time.monotonic() - started, 1e-9)
                 summary.camera_reconnects = source.reconnects
                 recent_fps = recent.tick()
@@ -325,7 +332,7 @@ def run(
                     if command == ACKNOWLEDGE:
                         events.send(policy.acknowledge(frame.timestamp_ms))
                 if hooks.on_frame is not None:
-                    hooks.on_frame(summary, FrameStats(len(faces), len(crops), new_alerts, age_seconds,
+                    hooks.on_frame(summary, FrameStats(len(faces), len(crops), new_alerts, dark, bright, age_seconds,
                                                        time.monotonic() - frame_started, recent_fps))
                 if hooks.should_stop():
                     break
@@ -343,4 +350,8 @@ def run(
         outputs.summary.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
     log.info("done: %d frames, %d faces, %d tracks, %d alerts, %.1f fps",
              summary.frames, summary.faces, summary.tracks, summary.alerts, summary.processing_fps)
+    light = quality.light_warning(summary.age_estimates, summary.age_estimates_too_dark,
+                                  summary.age_estimates_too_bright)
+    if light:
+        log.warning("%s", light)
     return summary

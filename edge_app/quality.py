@@ -28,6 +28,18 @@ noise is all edges to a bare Laplacian, so a blurred face with camera noise on i
 sharp (`bench/gate_noise.py`); smoothed first, the measure keeps a face's edges and drops most
 of the noise's (up to a moderate camera gain; strong noise still adds some)."""
 
+DARK_FACE_BRIGHTNESS = 20.0
+BRIGHT_FACE_BRIGHTNESS = 230.0
+"""A face whose `brightness` is below the first or above the second is in light where the
+model errs more than a year beyond its clean-photo error (`bench/quality_sweep.py`'s light
+sweep, ``docs/PERFORMANCE.md``). The gate does not refuse such faces: the light at a till
+lasts, so refusing them asks every customer under it, and a wider margin buys more minors
+for as many adults asked. The run counts them instead, so that the operator can fix the
+light (`light_counts`)."""
+
+POOR_LIGHT_SHARE = 0.2
+"""`light_warning` speaks when this share of a run's estimates, or more, were in poor light."""
+
 
 @dataclass(frozen=True)
 class FaceMeasures:
@@ -69,6 +81,33 @@ def sharpness(crops: np.ndarray) -> np.ndarray:
         smooth = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), SHARPNESS_SMOOTHING_PX)
         out[i] = cv2.Laplacian(smooth, cv2.CV_32F).var()
     return out
+
+
+def brightness(crops: np.ndarray) -> np.ndarray:
+    """(m,) mean grey level (0-255) of the middle 60% of each (S, S, 3) uint8 RGB crop: the face, not its framing."""
+    if len(crops) == 0:
+        return np.empty(0, np.float32)
+    side = crops.shape[1]
+    lo, hi = int(round(side * 0.2)), int(round(side * 0.8))
+    middle = crops[:, lo:hi, lo:hi].astype(np.float32)
+    return (middle @ np.array([0.299, 0.587, 0.114], np.float32)).mean(axis=(1, 2))
+
+
+def light_counts(crops: np.ndarray) -> tuple[int, int]:
+    """How many of ``crops`` show a face too dark and too bright for the model's usual error."""
+    level = brightness(crops)
+    return int(np.count_nonzero(level < DARK_FACE_BRIGHTNESS)), int(np.count_nonzero(level > BRIGHT_FACE_BRIGHTNESS))
+
+
+def light_warning(estimates: int, too_dark: int, too_bright: int, share: float = POOR_LIGHT_SHARE) -> str | None:
+    """A line for the operator when at least ``share`` of ``estimates`` were of faces in poor light, else None."""
+    if estimates == 0 or (too_dark + too_bright) < share * estimates:
+        return None
+    parts = [f"{n / estimates:.0%} of age estimates were of faces too {what} ({words} {limit:g} of 255)"
+             for n, what, words, limit in ((too_dark, "dark", "mean grey under", DARK_FACE_BRIGHTNESS),
+                                           (too_bright, "bright", "mean grey over", BRIGHT_FACE_BRIGHTNESS)) if n]
+    return (f"poor light at the till: {' and '.join(parts)}; there the model errs more than a year more "
+            "than usual (docs/PERFORMANCE.md): light the customer's face evenly, without a window behind")
 
 
 def measure(faces: Faces, crops: np.ndarray | None = None) -> FaceMeasures:

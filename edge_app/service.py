@@ -108,6 +108,7 @@ def run_service(load_config: Callable[[], object], events_path=None, metrics_por
     from edge_app.errors import AgecheckError
     from edge_app.pipeline import Hooks, Outputs
     from edge_app.pipeline import run as run_pipeline
+    from edge_app.quality import light_warning
 
     config = load_config()
     stop, hangup = threading.Event(), threading.Event()
@@ -139,12 +140,18 @@ def run_service(load_config: Callable[[], object], events_path=None, metrics_por
     reconnects_seen = [0]
 
     def on_frame(summary, stats) -> None:
-        notifier.frame_done(f"{stats.recent_fps:.1f} fps, {stats.faces} faces in view, "
-                            f"{summary.tracks} customers, {summary.alerts} alerts")
+        status = f"{stats.recent_fps:.1f} fps, {stats.faces} faces in view, {summary.tracks} customers, " \
+                 f"{summary.alerts} alerts"
+        dark, bright = summary.age_estimates_too_dark, summary.age_estimates_too_bright
+        if light_warning(summary.age_estimates, dark, bright):
+            status += f", poor light on {(dark + bright) / summary.age_estimates:.0%} of estimates since start"
+        notifier.frame_done(status)
         if metrics is not None:
             metrics.frames.inc()
             metrics.faces.inc(stats.faces)
             metrics.alerts.inc(stats.new_alerts)
+            metrics.poor_light.labels("dark").inc(stats.too_dark)
+            metrics.poor_light.labels("bright").inc(stats.too_bright)
             metrics.reconnects.inc(summary.camera_reconnects - reconnects_seen[0])
             reconnects_seen[0] = summary.camera_reconnects
             metrics.fps.set(stats.recent_fps)

@@ -28,6 +28,17 @@ def clip_frames() -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="session")
+def glare_clip(clip_frames, tmp_path_factory) -> Path:
+    """The bundled clip under a window's glare (gain 2.8, highlights clipped), as an MJPG file."""
+    video = tmp_path_factory.mktemp("clips") / "glare.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 12.5, (480, 270))
+    for frame in clip_frames:
+        writer.write(cv2.convertScaleAbs(frame, alpha=2.8))
+    writer.release()
+    return video
+
+
+@pytest.fixture(scope="session")
 def brightness_tflite(tmp_path_factory) -> Path:
     """A real int8 .tflite (+ card) whose age output is 100 x mean brightness."""
     from tests.models import brightness_model

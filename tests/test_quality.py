@@ -6,7 +6,18 @@ import pytest
 
 from edge_app.config import QualityConfig
 from edge_app.crop import crop_faces
-from edge_app.quality import SHARPNESS_SMOOTHING_PX, geometry, measure, passes, sharpness
+from edge_app.quality import (
+    BRIGHT_FACE_BRIGHTNESS,
+    DARK_FACE_BRIGHTNESS,
+    SHARPNESS_SMOOTHING_PX,
+    brightness,
+    geometry,
+    light_counts,
+    light_warning,
+    measure,
+    passes,
+    sharpness,
+)
 from tests.conftest import make_faces
 
 
@@ -140,3 +151,24 @@ def test_gate_on_real_faces_crops_only_the_good_due_faces(clip_frames):
     tiny = QualityConfig(min_eye_distance_px=500)  # refused on geometry before any crop
     small, small_due, _ = gate(rgb, faces, due, 64, CropSettings(align=True), tiny)
     assert not small_due.any() and not small.quality_ok.any()
+
+
+def test_brightness_reads_the_face_in_the_middle_not_its_framing():
+    crops = np.full((3, 64, 64, 3), 250, np.uint8)  # a glaring window around each face
+    crops[:, 13:51, 13:51] = np.array([[120, 120, 120], [10, 10, 10], [200, 100, 50]])[:, None, None]
+    level = brightness(crops)
+    assert level[0] == pytest.approx(120, abs=0.5) and level[1] == pytest.approx(10, abs=0.5)
+    assert level[2] == pytest.approx(0.299 * 200 + 0.587 * 100 + 0.114 * 50, abs=0.5)  # luma, as cv2's grey
+    assert brightness(np.zeros((0, 64, 64, 3), np.uint8)).shape == (0,)
+
+
+def test_poor_light_is_counted_and_the_operator_told_past_a_share():
+    dark, fine, bright = (np.full((1, 64, 64, 3), level, np.uint8) for level in (
+        DARK_FACE_BRIGHTNESS - 5, 128, BRIGHT_FACE_BRIGHTNESS + 5))
+    assert light_counts(np.concatenate([dark, fine, fine, bright, bright])) == (1, 2)
+    assert light_warning(100, 5, 10) is None  # 15% in poor light: under the 20% it takes
+    assert light_warning(0, 0, 0) is None
+    line = light_warning(100, 0, 30)
+    assert "30% of age estimates were of faces too bright" in line and "dark" not in line
+    both = light_warning(100, 15, 10)
+    assert "15% of age estimates were of faces too dark" in both and "10%" in both and "bright" in both

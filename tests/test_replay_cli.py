@@ -101,6 +101,7 @@ def test_replay_writes_consistent_video_events_and_summary(tmp_path):
     assert summary["tracks"] == 3  # one track per customer: no id switches on this clip
     assert summary["age_estimates"] < summary["faces"] / 2  # estimates are throttled per track
     assert summary["faces_refused"] < summary["faces"] / 10  # the quality gate lets these clear faces through
+    assert summary["age_estimates_too_dark"] == summary["age_estimates_too_bright"] == 0  # the clip's light is fine
     by_type = {t: [e for e in events if e["type"] == t] for t in ("track_start", "alert", "track_end")}
     assert len(by_type["track_start"]) == len(by_type["track_end"]) == summary["tracks"]
     # The brightness model gives everybody an "age" under 60: each customer is flagged once.
@@ -223,6 +224,18 @@ def test_truncated_file_ends_cleanly_with_a_summary(tmp_path, brightness_tflite,
     assert result.exit_code == 0, result.output
     frames = json.loads(summary.read_text())["frames"]
     assert 5 < frames < 41
+
+
+def test_a_till_in_glare_is_counted_and_the_operator_warned(tmp_path, brightness_tflite, glare_clip):
+    """Real detector on the clip's frames under a window's glare: the faces are estimated, counted, reported."""
+    summary = tmp_path / "s.json"
+    result = replay([str(glare_clip), "--summary", str(summary)], brightness_tflite)
+    assert result.exit_code == 0, result.output
+    run = json.loads(summary.read_text())
+    assert run["age_estimates"] > 10 and run["age_estimates_too_dark"] == 0
+    assert run["age_estimates_too_bright"] >= run["age_estimates"] / 2
+    warning = [line for line in result.output.splitlines() if "poor light at the till" in line]
+    assert len(warning) == 1 and "of faces too bright" in warning[0]
 
 
 def test_run_loops_a_file_until_sigterm(tmp_path, brightness_tflite):

@@ -119,6 +119,26 @@ def test_metrics_endpoint_is_scraped_over_loopback(brightness_tflite):
     assert values["agecheck_frames_total"] > 5 and values["agecheck_faces_total"] > 5
     assert values["agecheck_fps"] > 0 and values["agecheck_frame_seconds_count"] == values["agecheck_frames_total"]
     assert values["agecheck_age_inference_seconds_count"] > 0 and "agecheck_camera_reconnects_total" in values
+    # the clip's light is fine: both poor-light counters exist, at 0
+    assert values['agecheck_age_estimates_poor_light_total{light="dark"}'] == 0
+    assert values['agecheck_age_estimates_poor_light_total{light="bright"}'] == 0
+
+
+def test_poor_light_reaches_the_status_line_and_the_metrics(brightness_tflite, glare_clip, notify_socket):
+    sock, path = notify_socket
+    run = Run(brightness_tflite, "--source", str(glare_clip), "--metrics-port", "0", env={"NOTIFY_SOCKET": str(path)})
+    try:
+        port = int(run.wait_for("metrics on http://127.0.0.1:").split("127.0.0.1:")[1].split("/")[0])
+        messages = receive_until(sock, lambda m: any("poor light on" in x for x in m), 30)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        code = run.stop()
+    assert code == 0
+    assert any(m.startswith("STATUS=") and "poor light on" in m and "of estimates since start" in m
+               for m in messages), messages
+    values = {line.split()[0]: float(line.split()[1]) for line in body.splitlines() if line and line[0] != "#"}
+    assert values['agecheck_age_estimates_poor_light_total{light="bright"}'] > 0
+    assert values['agecheck_age_estimates_poor_light_total{light="dark"}'] == 0
 
 
 def test_sighup_reloads_a_good_config_and_refuses_a_bad_one(tmp_path, brightness_tflite):

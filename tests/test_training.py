@@ -760,8 +760,8 @@ def test_crops_record_where_their_framing_left_the_photo(datasets):
     assert np.abs(black[solid].astype(int) - rgb[solid].astype(int)).max() <= 1
 
 
-def test_quality_sweep_writes_its_tables_per_face_size_and_sharpness(datasets, brightness_tflite, tmp_path):
-    """bench/quality_sweep.py: shrunk and blurred copies of each photo through the app's detector and crop."""
+def test_quality_sweep_writes_its_tables_per_face_size_sharpness_and_light(datasets, brightness_tflite, tmp_path):
+    """bench/quality_sweep.py: shrunk, blurred and relit copies of each photo through the app's detector and crop."""
     done = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "quality_sweep.py"),
                            "--data", str(datasets["utkface"]), "--per-source", "0", "--model", str(brightness_tflite),
                            "--min-bin-faces", "1", "--out", str(tmp_path / "sweep")],
@@ -779,6 +779,17 @@ def test_quality_sweep_writes_its_tables_per_face_size_and_sharpness(datasets, b
     assert sum(row["faces"] for row in turn) == result["photos"]
     binned_mae = sum(row["faces"] * row["mae"] for row in turn) / result["photos"]
     assert binned_mae == pytest.approx(result["clean_mae"], abs=0.01)
+    light = result["by_brightness"]  # every clean face, and each of its 8 relit copies the detector still finds
+    assert result["photos"] < sum(row["faces"] for row in light) <= 9 * result["photos"]
+    # this model's "age" is the crop's brightness: glare reads older than dim light
+    assert light[-1]["bias"] > light[0]["bias"] + 20
+    refusals = {row["refuse"]: row for row in result["refuse_or_widen"]}
+    refused = [refusals[name]["refused"] for name in ("darker than 20", "darker than 30", "darker than 45")]
+    assert refused == sorted(refused) and refused[-1] > 0
+    refused = [refusals[name]["refused"] for name in ("brighter than 245", "brighter than 230", "brighter than 210")]
+    assert refused == sorted(refused) and refused[-1] > 0
+    for row in refusals.values():  # the wider margin asks at least as many adults as refusing did
+        assert row["adults_asked_wider"] >= row["adults_asked"]
     assert (tmp_path / "sweep.md").read_text().startswith(f"{result['photos']} validation photos")
 
 
