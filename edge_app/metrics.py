@@ -26,7 +26,7 @@ class Metrics:
                                   registry=self.registry)
         self.poor_light = Counter(
             "agecheck_age_estimates_poor_light", "Age estimates of faces too dark or too bright for the model's "
-            "usual error (edge_app.quality.light_counts)", ["light"], registry=self.registry)
+            "usual error (edge_app.quality.LightMeter)", ["light"], registry=self.registry)
         for light in ("dark", "bright"):
             self.poor_light.labels(light)
         self.fps = Gauge("agecheck_fps", "Frames processed per second, over the last 10 s", registry=self.registry)

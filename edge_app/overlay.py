@@ -22,6 +22,7 @@ def draw(
     threshold_age: float,
     margin_years: float,
     fps: float | None = None,
+    notice: str | None = None,
 ) -> np.ndarray:
     """Annotate a BGR frame in place, as supervision's annotators do, and return it.
 
@@ -37,6 +38,8 @@ def draw(
         threshold_age: legal age, for the banner.
         margin_years: shown as the ± on each age, so nobody reads it as exact.
         fps: processing rate to show in the corner; ``None`` hides it.
+        notice: a line for the cashier in the other bottom corner, on amber (poor light);
+            ``None`` shows none.
 
     Returns:
         ``image``, annotated.
@@ -73,4 +76,10 @@ def draw(
     if fps is not None:
         cv2.putText(out, f"{fps:.1f} fps", (8, height - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, WHITE,
                     thickness, cv2.LINE_AA)
+    if notice:
+        (tw, th), base = cv2.getTextSize(notice, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, thickness)
+        x = max(width - tw - 10, 0)
+        cv2.rectangle(out, (x - 5, height - th - base - 12), (width, height), AMBER, cv2.FILLED)
+        cv2.putText(out, notice, (x, height - base - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, WHITE, thickness,
+                    cv2.LINE_AA)
     return out

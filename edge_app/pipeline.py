@@ -48,8 +48,9 @@ class FrameStats:
     faces: int
     estimates: int
     new_alerts: int
-    too_dark: int  # estimates of faces in poor light (`quality.light_counts`)
+    too_dark: int  # estimates of faces in poor light (`quality.LightMeter`)
     too_bright: int
+    light_notice: str | None  # `quality.LightMeter.notice`: the recent estimates' light, when poor
     age_seconds: float
     frame_seconds: float
     recent_fps: float
@@ -85,7 +86,7 @@ class Summary:
     alerts: int = 0
     age_estimates: int = 0
     faces_refused: int = 0  # face-frames the quality gate refused (too small, blurred or turned)
-    age_estimates_too_dark: int = 0  # estimates of faces in light where the model errs more (`quality.light_counts`)
+    age_estimates_too_dark: int = 0  # estimates of faces in light where the model errs more (`quality.LightMeter`)
     age_estimates_too_bright: int = 0
     video_fps: float = 0.0
     processing_fps: float = 0.0
@@ -294,7 +295,7 @@ def run(
         summary = Summary(source=config.source.source, video_fps=source.fps, threshold_age=threshold_age,
                           margin_years=round(margin_years, 2), model=Path(config.age_model.model_path).name)
         events = EventRouter(all_sinks, summary, source.live)
-        started, last_ms, recent = time.monotonic(), 0, RecentRate()
+        started, last_ms, recent, light = time.monotonic(), 0, RecentRate(), quality.LightMeter()
         log.info("running on %s: threshold %g + margin %.2f years", config.source.source, threshold_age, margin_years)
         try:
             for frame in source.frames():
@@ -315,7 +316,8 @@ def run(
                 summary.faces += len(faces)
                 summary.age_estimates += len(crops)
                 summary.faces_refused += int(np.count_nonzero(~faces.quality_ok))
-                dark, bright = quality.light_counts(crops)
+                dark, bright = light.add(crops)
+                light_notice = light.notice()
                 summary.age_estimates_too_dark += dark
                 summary.age_estimates_too_bright += bright
                 summary.processing_fps = summary.frames / max(time.monotonic() - started, 1e-9)
@@ -323,7 +325,7 @@ def run(
                 recent_fps = recent.tick()
                 if video is not None or window is not None:
                     annotated = draw(frame.image, faces, policy.decisions(faces), threshold_age, margin_years,
-                                     fps=recent_fps)
+                                     fps=recent_fps, notice=light_notice)
                     if video is not None:
                         video.write(annotated)
                     command = window.show(annotated) if window is not None else None
@@ -332,8 +334,8 @@ def run(
                     if command == ACKNOWLEDGE:
                         events.send(policy.acknowledge(frame.timestamp_ms))
                 if hooks.on_frame is not None:
-                    hooks.on_frame(summary, FrameStats(len(faces), len(crops), new_alerts, dark, bright, age_seconds,
-                                                       time.monotonic() - frame_started, recent_fps))
+                    hooks.on_frame(summary, FrameStats(len(faces), len(crops), new_alerts, dark, bright, light_notice,
+                                                       age_seconds, time.monotonic() - frame_started, recent_fps))
                 if hooks.should_stop():
                     break
                 if hooks.should_reload():
@@ -350,8 +352,8 @@ def run(
         outputs.summary.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
     log.info("done: %d frames, %d faces, %d tracks, %d alerts, %.1f fps",
              summary.frames, summary.faces, summary.tracks, summary.alerts, summary.processing_fps)
-    light = quality.light_warning(summary.age_estimates, summary.age_estimates_too_dark,
-                                  summary.age_estimates_too_bright)
-    if light:
-        log.warning("%s", light)
+    warning = quality.light_warning(summary.age_estimates, summary.age_estimates_too_dark,
+                                    summary.age_estimates_too_bright)
+    if warning:
+        log.warning("%s", warning)
     return summary

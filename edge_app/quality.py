@@ -7,6 +7,7 @@ customer who never gets enough good estimates is flagged ``face_unclear`` by the
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import cv2
@@ -35,10 +36,10 @@ model errs more than a year beyond its clean-photo error (`bench/quality_sweep.p
 sweep, ``docs/PERFORMANCE.md``). The gate does not refuse such faces: the light at a till
 lasts, so refusing them asks every customer under it, and a wider margin buys more minors
 for as many adults asked. The run counts them instead, so that the operator can fix the
-light (`light_counts`)."""
+light (`LightMeter`)."""
 
 POOR_LIGHT_SHARE = 0.2
-"""`light_warning` speaks when this share of a run's estimates, or more, were in poor light."""
+"""`light_warning` (a whole run) and `LightMeter.notice` (recent estimates) speak from this share in poor light."""
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,36 @@ def brightness(crops: np.ndarray) -> np.ndarray:
     return (middle @ np.array([0.299, 0.587, 0.114], np.float32)).mean(axis=(1, 2))
 
 
-def light_counts(crops: np.ndarray) -> tuple[int, int]:
-    """How many of ``crops`` show a face too dark and too bright for the model's usual error."""
-    level = brightness(crops)
-    return int(np.count_nonzero(level < DARK_FACE_BRIGHTNESS)), int(np.count_nonzero(level > BRIGHT_FACE_BRIGHTNESS))
+class LightMeter:
+    """How many age estimates are of faces in poor light: per frame, and the share of the last ``window``.
+
+    The run's totals say how a day went; the recent share says how the light is now, for the
+    cashier's window and the kiosk's STATUS line.
+    """
+
+    def __init__(self, window: int = 60, min_estimates: int = 20) -> None:
+        if not 1 <= min_estimates <= window:
+            raise ValueError(f"min_estimates must be in [1, window={window}], got {min_estimates}")
+        self._poor: deque[bool] = deque(maxlen=window)
+        self.min_estimates = min_estimates
+
+    def add(self, crops: np.ndarray) -> tuple[int, int]:
+        """Count this frame's estimated ``crops``: (too dark, too bright)."""
+        level = brightness(crops)
+        dark, bright = level < DARK_FACE_BRIGHTNESS, level > BRIGHT_FACE_BRIGHTNESS
+        self._poor.extend((dark | bright).tolist())
+        return int(dark.sum()), int(bright.sum())
+
+    def notice(self) -> str | None:
+        """``"poor light on N% of recent faces"``, or None while the light is fine or too few were seen.
+
+        It speaks when `POOR_LIGHT_SHARE` or more of the recent estimates (``min_estimates`` at
+        least) were of faces in poor light.
+        """
+        if len(self._poor) < self.min_estimates:
+            return None
+        share = sum(self._poor) / len(self._poor)
+        return f"poor light on {share:.0%} of recent faces" if share >= POOR_LIGHT_SHARE else None
 
 
 def light_warning(estimates: int, too_dark: int, too_bright: int, share: float = POOR_LIGHT_SHARE) -> str | None:

@@ -108,7 +108,6 @@ def run_service(load_config: Callable[[], object], events_path=None, metrics_por
     from edge_app.errors import AgecheckError
     from edge_app.pipeline import Hooks, Outputs
     from edge_app.pipeline import run as run_pipeline
-    from edge_app.quality import light_warning
 
     config = load_config()
     stop, hangup = threading.Event(), threading.Event()
@@ -142,9 +141,8 @@ def run_service(load_config: Callable[[], object], events_path=None, metrics_por
     def on_frame(summary, stats) -> None:
         status = f"{stats.recent_fps:.1f} fps, {stats.faces} faces in view, {summary.tracks} customers, " \
                  f"{summary.alerts} alerts"
-        dark, bright = summary.age_estimates_too_dark, summary.age_estimates_too_bright
-        if light_warning(summary.age_estimates, dark, bright):
-            status += f", poor light on {(dark + bright) / summary.age_estimates:.0%} of estimates since start"
+        if stats.light_notice:
+            status += f", {stats.light_notice}"
         notifier.frame_done(status)
         if metrics is not None:
             metrics.frames.inc()

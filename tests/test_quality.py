@@ -10,9 +10,9 @@ from edge_app.quality import (
     BRIGHT_FACE_BRIGHTNESS,
     DARK_FACE_BRIGHTNESS,
     SHARPNESS_SMOOTHING_PX,
+    LightMeter,
     brightness,
     geometry,
-    light_counts,
     light_warning,
     measure,
     passes,
@@ -165,7 +165,19 @@ def test_brightness_reads_the_face_in_the_middle_not_its_framing():
 def test_poor_light_is_counted_and_the_operator_told_past_a_share():
     dark, fine, bright = (np.full((1, 64, 64, 3), level, np.uint8) for level in (
         DARK_FACE_BRIGHTNESS - 5, 128, BRIGHT_FACE_BRIGHTNESS + 5))
-    assert light_counts(np.concatenate([dark, fine, fine, bright, bright])) == (1, 2)
+    meter = LightMeter(window=40, min_estimates=10)
+    assert meter.add(np.concatenate([dark, fine, fine, bright, bright])) == (1, 2)
+    assert meter.notice() is None  # 5 estimates: too few to speak of the light
+    for _ in range(5):
+        meter.add(bright)
+    assert meter.notice() == "poor light on 80% of recent faces"  # 8 of 10
+    for _ in range(30):
+        meter.add(fine)
+    assert meter.notice() == "poor light on 20% of recent faces"  # 8 of 40: the share it takes
+    for _ in range(5):
+        meter.add(fine)
+    assert meter.notice() is None  # 5 of the last 40: the first five have left the window
+    assert meter.add(fine[:0]) == (0, 0)  # a frame without estimates
     assert light_warning(100, 5, 10) is None  # 15% in poor light: under the 20% it takes
     assert light_warning(0, 0, 0) is None
     line = light_warning(100, 0, 30)

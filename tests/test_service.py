@@ -134,7 +134,7 @@ def test_poor_light_reaches_the_status_line_and_the_metrics(brightness_tflite, g
     finally:
         code = run.stop()
     assert code == 0
-    assert any(m.startswith("STATUS=") and "poor light on" in m and "of estimates since start" in m
+    assert any(m.startswith("STATUS=") and "poor light on" in m and "of recent faces" in m
                for m in messages), messages
     values = {line.split()[0]: float(line.split()[1]) for line in body.splitlines() if line and line[0] != "#"}
     assert values['agecheck_age_estimates_poor_light_total{light="bright"}'] > 0

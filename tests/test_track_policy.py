@@ -5,7 +5,7 @@ import pytest
 
 from edge_app.config import PolicyConfig, TrackerConfig
 from edge_app.faces import Faces
-from edge_app.overlay import RED, draw
+from edge_app.overlay import AMBER, RED, draw
 from edge_app.policy import (
     ACKNOWLEDGED,
     ALERT,
@@ -261,3 +261,6 @@ def test_draw_annotates_the_frame_in_place_with_a_banner_only_when_flagged():
     calm = np.zeros((360, 640, 3), np.uint8)
     draw(calm, faces, np.array([CLEARED], np.int8), 18, 6.0)
     assert not calm[:40].any()  # no banner; the box and label sit lower
+    assert not calm[-20:, -100:].any()  # no notice
+    draw(calm, faces, np.array([CLEARED], np.int8), 18, 6.0, notice="poor light on 80% of recent faces")
+    assert tuple(calm[-3, -3]) == AMBER and not calm[:40].any()  # the notice's corner, amber; still no banner
