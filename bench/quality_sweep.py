@@ -32,7 +32,7 @@ from edge_app.config import AgeModelConfig, DetectorConfig  # noqa: E402
 from edge_app.crop import crop_faces  # noqa: E402
 from edge_app.detect import FaceDetector  # noqa: E402
 from edge_app.quality import BRIGHT_FACE_BRIGHTNESS, DARK_FACE_BRIGHTNESS, brightness, measure  # noqa: E402
-from training.data import detect_in_photo, load_sources, most_confident, read_rgb, select  # noqa: E402
+from training.data import RACES, detect_in_photo, load_sources, most_confident, read_rgb, select  # noqa: E402
 from training.evaluate import cell  # noqa: E402
 from training.metrics import gate_flags, teens_and_adults  # noqa: E402
 
@@ -98,7 +98,7 @@ def sweep(args: argparse.Namespace) -> None:
     images = select(load_sources(args.data, *regressor.card.validation_split), "val", args.per_source, args.seed)
     size, crop = regressor.input_size, regressor.card.crop
     rows = {"size": [], "blur": [], "turn": []}  # (measure, error) pairs
-    light = []  # (brightness, true age, estimate)
+    light = []  # (brightness, true age, estimate, labelled race or -1)
     found = {d: [0, 0] for d in EYE_DISTANCES_PX}
     with FaceDetector(DetectorConfig(), video=False) as detector:
 
@@ -109,7 +109,7 @@ def sweep(args: argparse.Namespace) -> None:
             crops = crop_faces(rgb, best.xyxy, size, crop, best.keypoints)
             return measure(best, crops), float(regressor.predict(crops)[0]), float(brightness(crops)[0])
 
-        for path, age in zip(images.paths, images.age_years.tolist(), strict=True):
+        for path, age, race in zip(images.paths, images.age_years.tolist(), images.race.tolist(), strict=True):
             rgb = read_rgb(path)
             if rgb is None:
                 continue
@@ -136,11 +136,11 @@ def sweep(args: argparse.Namespace) -> None:
                 if result is not None:
                     rows["blur"].append((float(result[0].sharpness[0]), result[1] - age))
             rows["blur"].append((float(measures.sharpness[0]), predicted - age))
-            light.append((level, age, predicted))
+            light.append((level, age, predicted, race))
             for gamma, gain in LIGHTS:
                 result = estimate(relit(rgb, gamma, gain))
                 if result is not None:
-                    light.append((result[2], age, result[1]))
+                    light.append((result[2], age, result[1], race))
     turn, size_rows, blur = (np.array(rows[k]) for k in ("turn", "size", "blur"))
     light = np.array(light)
     clean_mae = np.abs(turn[:, 1]).mean()
@@ -164,13 +164,13 @@ def sweep(args: argparse.Namespace) -> None:
     ):
         table_lines, result[key] = table(title, unit, rows[:, 0], rows[:, 1], edges, args.min_bin_faces)
         lines += table_lines
-    lines += refusal_lines(result, light, regressor.card.mae_years)
+    lines += refusal_lines(result, light, regressor.card.mae_years) + light_by_group_lines(result, light)
     print("\n".join(lines))
     write_report(args.out, lines, result)
 
 def refusal_lines(result: dict, light: np.ndarray, margin_years: float) -> list[str]:
     """The light sweep's faces: refusing those beyond each limit, against a wider margin (into ``result``)."""
-    level, true, predicted = light.T
+    level, true, predicted, _ = light.T
     lines = [f"Refusing faces in poor light (light sweep, {len(light)} faces; gate 18 + {margin_years:.2f}), "
              "against widening the margin until as many adults 25+ are asked:", "",
              "| refuse faces | refused | 13–17 asked | 25+ asked | wider margin instead | 13–17 asked | 25+ asked |",
@@ -184,6 +184,24 @@ def refusal_lines(result: dict, light: np.ndarray, margin_years: float) -> list[
                                                    "adults_asked_wider")]
         lines.append(f"| {words} {limit:g} | {row['refused']:.1%} | {shares[0]} | {shares[1]} | "
                      f"{row['wider_margin_years']:.2f} | {shares[2]} | {shares[3]} |")
+    return lines + [""]
+
+
+def light_by_group_lines(result: dict, light: np.ndarray) -> list[str]:
+    """Which labelled faces (UTKFace's race labels) the light limits count, group by group (into ``result``)."""
+    level, race = light[:, 0], light[:, 3]
+    groups = [(name, race == code) for code, name in RACES.items() if (race == code).any()]
+    if not groups:
+        return []
+    lines = [f"Beyond the light limits by labelled group (the light sweep's faces with UTKFace's race labels; "
+             f"darker than {DARK_FACE_BRIGHTNESS:g}, brighter than {BRIGHT_FACE_BRIGHTNESS:g}):", "",
+             "| group | faces | too dark | too bright |", "| --- | ---: | ---: | ---: |"]
+    result["light_by_group"] = {}
+    for name, mask in groups:
+        dark = float((level[mask] < DARK_FACE_BRIGHTNESS).mean())
+        bright = float((level[mask] > BRIGHT_FACE_BRIGHTNESS).mean())
+        result["light_by_group"][name] = {"faces": int(mask.sum()), "too_dark": dark, "too_bright": bright}
+        lines.append(f"| {name} | {mask.sum()} | {dark:.1%} | {bright:.1%} |")
     return lines + [""]
 
 

@@ -790,6 +790,10 @@ def test_quality_sweep_writes_its_tables_per_face_size_sharpness_and_light(datas
     assert refused == sorted(refused) and refused[-1] > 0
     for row in refusals.values():  # the wider margin asks at least as many adults as refusing did
         assert row["adults_asked_wider"] >= row["adults_asked"]
+    groups = result["light_by_group"]  # every face of the tiny UTKFace set is labelled: each counted once
+    assert groups and set(groups) <= {"white", "black", "asian", "indian", "other"}
+    assert sum(g["faces"] for g in groups.values()) == sum(row["faces"] for row in light)
+    assert all(0 <= g["too_dark"] <= 1 and 0 <= g["too_bright"] <= 1 for g in groups.values())
     assert (tmp_path / "sweep.md").read_text().startswith(f"{result['photos']} validation photos")
 
 
