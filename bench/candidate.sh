@@ -7,11 +7,12 @@
 # model's prediction files (those bench/model_docs.sh leaves in its run folder; each one missing,
 # as on a new machine, is made there once). Writes docs/model/candidates/NAME.* (card, evaluations, paired
 # comparisons per photo, per till frame and per till customer, the till again at the margin where the
-# candidate asks as many minors, crop border, glasses, face masks, texture); files
+# candidate asks as many minors, crop border, glasses, face masks, texture, the quality gate's sweep); files
 # that name dataset photos (predictions, customers) stay in RUN and BASE_RUN. On 2 cores it
 # took 29 min with a till of 900 customers (export and crops already made); the till of
 # 1,097 customers it now replays (every 13-17 among them) takes 23 min per model and run; the
-# 96 px candidate of 2026-11-27 took 55 min before the till at the matched margin was added.
+# 96 px candidate of 2026-11-27 took 55 min before the till at the matched margin was added;
+# the quality sweep, added later, takes 7-10 min.
 #
 # Every gate is compared at the shipped card's margin: a candidate that asks fewer minors at
 # the same margin is not shipped, whatever its per-photo figures ("96 px input" in docs/MODEL.md).
@@ -93,6 +94,9 @@ step "what the crop's border, glasses, face masks and texture do to it"
 "$BIN/python" bench/texture.py "${DATA[@]}" --per-source 0 --model "$MODEL" --out "$OUT.texture"
 "$BIN/python" bench/texture.py "${DATA[@]}" --per-source 0 --model "$MODEL" --changes local_contrast --on-crop \
     --out "$OUT.texture_on_crop"
+
+step "where its error grows: face size, sharpness, turn and light (the gate's limits are set from this)"
+"$BIN/python" bench/quality_sweep.py "${DATA[@]}" --per-source 250 --model "$MODEL" --out "$OUT.quality_sweep"
 
 step "one till frame per photo, both models at margin $BASE_MARGIN"
 "$BIN/python" bench/till_frame.py "${DATA[@]}" --model "$SHIPPED" --model "$MODEL" --margin-years "$BASE_MARGIN" \
