@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -146,9 +147,10 @@ class VideoSource:
         self.reconnects = 0
         self._read_ahead: _ReadAhead | None = None
 
-    def _open(self) -> cv2.VideoCapture | None:
+    def _open(self, hold_native_output: bool = True) -> cv2.VideoCapture | None:
         source = self.config.source
-        with native_stderr_held():  # OpenCV's backends list every one they tried
+        held = native_stderr_held() if hold_native_output else contextlib.nullcontext()
+        with held:  # OpenCV's backends list every one they tried
             capture = self._open_capture(int(source) if source.isdigit() else source)
         if not capture.isOpened():
             capture.release()
@@ -178,7 +180,9 @@ class VideoSource:
                     return
                 offset_ms = last_ms + 1000.0 / self.fps
                 self._capture.release()
-                self._capture = self._open()
+                # On the reader thread: holding stderr here would swallow the loop's own log
+                # lines meanwhile, and a file that opened once lists no backends.
+                self._capture = self._open(hold_native_output=False)
                 if self._capture is None:
                     return
                 ok, image = self._capture.read()

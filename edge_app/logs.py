@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 
 
@@ -45,6 +46,7 @@ def setup_logging(verbose: bool = False, log_format: str = "auto") -> None:
 # What MediaPipe, LiteRT and OpenCV print from native code (model-loading chatter, dozens of
 # "Sparsity tensors may not yet be fully supported" lines) is held back unless --verbose.
 _native_logs_shown = False
+_holding = threading.RLock()  # one hold of file descriptor 2 at a time (nested ones in a thread are fine)
 
 
 def show_native_logs(show: bool) -> None:
@@ -65,17 +67,21 @@ def native_stderr_held():
     if _native_logs_shown:
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            held.seek(0)
-            os.write(2, held.read())
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    # The descriptor is the process's: two threads holding it at once would each restore what
+    # the other had put there, and stderr could stay pointed at a deleted file for good (a file
+    # looping on its reader thread reopens while the loop's thread closes the detector).
+    with _holding:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                yield
+            except BaseException:
+                os.dup2(saved, 2)
+                held.seek(0)
+                os.write(2, held.read())
+                raise
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)

@@ -290,6 +290,27 @@ def test_held_back_native_output_is_shown_when_loading_fails(tmp_path, capfd):
     assert "the reason it failed" in err and "chatter" not in err
 
 
+def test_two_threads_holding_native_output_leave_stderr_as_it_was(capfd):
+    """A looping file reopens on its reader thread while the loop's thread may hold stderr too."""
+    from edge_app.logs import native_stderr_held, show_native_logs
+
+    show_native_logs(False)
+
+    def hold_often():
+        for _ in range(300):
+            with native_stderr_held():
+                os.write(2, b"native: chatter\n")
+
+    threads = [threading.Thread(target=hold_often) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    os.write(2, b"the app's next line\n")  # without one hold at a time, lost in a deleted file
+    err = capfd.readouterr().err
+    assert "the app's next line" in err and "chatter" not in err
+
+
 def test_faces_the_gate_refuses_get_no_estimate_and_fail_safe_as_unclear(tmp_path, brightness_tflite):
     """Real detector, real frames: with every face 'too small', nobody is estimated and all are asked for ID."""
     config = tmp_path / "c.toml"
