@@ -168,6 +168,7 @@ def sweep(args: argparse.Namespace) -> None:
     print("\n".join(lines))
     write_report(args.out, lines, result)
 
+
 def refusal_lines(result: dict, light: np.ndarray, margin_years: float) -> list[str]:
     """The light sweep's faces: refusing those beyond each limit, against a wider margin (into ``result``)."""
     level, true, predicted, _ = light.T
