@@ -27,15 +27,20 @@ def clip_frames() -> list[np.ndarray]:
     return frames
 
 
+def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
+    """``frames`` (480x270 BGR, as the bundled clip's) as an MJPG file at its 12.5 fps."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 12.5, (480, 270))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
 @pytest.fixture(scope="session")
 def glare_clip(clip_frames, tmp_path_factory) -> Path:
     """The bundled clip under a window's glare (gain 2.8, highlights clipped), as an MJPG file."""
-    video = tmp_path_factory.mktemp("clips") / "glare.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 12.5, (480, 270))
-    for frame in clip_frames:
-        writer.write(cv2.convertScaleAbs(frame, alpha=2.8))
-    writer.release()
-    return video
+    return write_clip(tmp_path_factory.mktemp("clips") / "glare.avi",
+                      [cv2.convertScaleAbs(frame, alpha=2.8) for frame in clip_frames])
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from edge_app.capture import VideoSource
 from edge_app.cli import main
 from edge_app.config import DEFAULT_SAMPLE_CLIP, SourceConfig
+from tests.conftest import write_clip
 
 
 def reader_threads():
@@ -212,11 +213,7 @@ def test_camera_that_cannot_be_opened_is_one_clear_error(brightness_tflite):
 
 
 def test_truncated_file_ends_cleanly_with_a_summary(tmp_path, brightness_tflite, clip_frames):
-    video = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 12.5, (480, 270))
-    for frame in clip_frames:
-        writer.write(frame)
-    writer.release()
+    video = write_clip(tmp_path / "clip.avi", clip_frames)
     data = video.read_bytes()
     video.write_bytes(data[: len(data) // 2])  # a download that broke half-way
     summary = tmp_path / "s.json"
