@@ -10,6 +10,9 @@ UNTRACKED = -1
 # BlazeFace's six keypoints, in its order: right eye, left eye (the person's own sides),
 # nose tip, mouth centre, right and left ear tragion.
 KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear")
+# Why the quality gate refused a face (`Faces.refusal` holds 1 + the index here; 0: not refused).
+REFUSALS = ("too_small", "turned", "blurred")
+NOT_REFUSED = 0
 
 
 def _check_shape(name: str, array: np.ndarray, shape: tuple[int | None, ...]) -> None:
@@ -34,8 +37,9 @@ class Faces:
         estimates: (n,) int64 number of age estimates behind ``age_years``.
         age_spread_years: (n,) float32 interquartile range of those estimates; NaN while
             ``age_years`` is NaN.
-        quality_ok: (n,) bool, False where the quality gate refused the face this frame
-            (too small, blurred or turned to estimate).
+        refusal: (n,) int8, why the quality gate refused the face this frame: 1 + its index
+            in `REFUSALS` (too small, turned, blurred), or `NOT_REFUSED` (0). `quality_ok`
+            is ``refusal == NOT_REFUSED``.
         keypoints: (n, 6, 2) float32 landmark positions in pixels, in ``KEYPOINTS`` order;
             NaN where the detector gave none.
     """
@@ -47,7 +51,7 @@ class Faces:
     estimates: np.ndarray = field(default=None)  # type: ignore[assignment]
     keypoints: np.ndarray = field(default=None)  # type: ignore[assignment]
     age_spread_years: np.ndarray = field(default=None)  # type: ignore[assignment]
-    quality_ok: np.ndarray = field(default=None)  # type: ignore[assignment]
+    refusal: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
@@ -62,15 +66,21 @@ class Faces:
         if self.age_spread_years is None:
             self.age_spread_years = np.full(n, np.nan, dtype=np.float32)
         self.age_spread_years = np.asarray(self.age_spread_years, dtype=np.float32)
-        self.quality_ok = np.ones(n, bool) if self.quality_ok is None else np.asarray(self.quality_ok, bool)
+        if self.refusal is None:
+            self.refusal = np.full(n, NOT_REFUSED, np.int8)
+        elif np.asarray(self.refusal).dtype == bool:  # quality_ok's meaning is the opposite: no silent flip
+            raise ValueError("Faces.refusal takes reason codes (0: not refused, 1 + index in REFUSALS), got bools")
+        self.refusal = np.asarray(self.refusal, np.int8)
         if self.keypoints is None:
             self.keypoints = np.full((n, len(KEYPOINTS), 2), np.nan, dtype=np.float32)
         self.keypoints = np.asarray(self.keypoints, dtype=np.float32)
         self.tracker_id = np.asarray(self.tracker_id, dtype=np.int64)
         self.age_years = np.asarray(self.age_years, dtype=np.float32)
         self.estimates = np.asarray(self.estimates, dtype=np.int64)
-        for name in ("confidence", "tracker_id", "age_years", "estimates", "age_spread_years", "quality_ok"):
+        for name in ("confidence", "tracker_id", "age_years", "estimates", "age_spread_years", "refusal"):
             _check_shape(name, getattr(self, name), (n,))
+        if n and not np.all((self.refusal >= NOT_REFUSED) & (self.refusal <= len(REFUSALS))):
+            raise ValueError(f"Faces.refusal codes must be in [0, {len(REFUSALS)}], got {self.refusal}")
         _check_shape("keypoints", self.keypoints, (n, len(KEYPOINTS), 2))
         if n and np.any(self.xyxy[:, 2:] < self.xyxy[:, :2]):
             raise ValueError(f"Faces.xyxy needs x_max >= x_min and y_max >= y_min, got {self.xyxy}")
@@ -95,7 +105,7 @@ class Faces:
             estimates=self.estimates[index],
             keypoints=self.keypoints[index],
             age_spread_years=self.age_spread_years[index],
-            quality_ok=self.quality_ok[index],
+            refusal=self.refusal[index],
         )
 
     def with_ages(
@@ -110,9 +120,14 @@ class Faces:
             else np.asarray(age_spread_years, np.float32),
         )
 
-    def with_quality(self, quality_ok: np.ndarray) -> Faces:
-        """A copy with ``quality_ok`` replaced."""
-        return replace(self, quality_ok=np.asarray(quality_ok, bool))
+    @property
+    def quality_ok(self) -> np.ndarray:
+        """(n,) bool: False where the quality gate refused the face this frame."""
+        return self.refusal == NOT_REFUSED
+
+    def with_quality(self, refusal: np.ndarray) -> Faces:
+        """A copy with ``refusal`` (reason codes, see the class) replaced."""
+        return replace(self, refusal=refusal)
 
     def with_tracker_ids(self, tracker_id: np.ndarray) -> Faces:
         """A copy with ``tracker_id`` replaced."""

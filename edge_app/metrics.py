@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edge_app.errors import AgecheckError
+from edge_app.faces import REFUSALS
 
 
 class Metrics:
@@ -29,6 +30,11 @@ class Metrics:
             "usual error (edge_app.quality.LightMeter)", ["light"], registry=self.registry)
         for light in ("dark", "bright"):
             self.poor_light.labels(light)
+        self.refused = Counter(
+            "agecheck_faces_refused", "Face detections the quality gate refused, by reason (edge_app.quality)",
+            ["reason"], registry=self.registry)
+        for reason in REFUSALS:
+            self.refused.labels(reason)
         self.fps = Gauge("agecheck_fps", "Frames processed per second, over the last 10 s", registry=self.registry)
         self.age_latency = Histogram(
             "agecheck_age_inference_seconds", "Age model time per batched inference call", registry=self.registry,

@@ -7,12 +7,14 @@ import math
 import cv2
 import numpy as np
 
-from edge_app.faces import Faces
+from edge_app.faces import REFUSALS, Faces
 from edge_app.policy import CHECKED, CLEARED, FLAGGED, PENDING
 
 RED, GREEN, GREY, BLUE, WHITE = (0, 0, 230), (0, 170, 0), (160, 160, 160), (200, 110, 0), (255, 255, 255)
 AMBER = (0, 160, 255)  # a face the quality gate refused, not yet judged
 COLOURS = {FLAGGED: RED, CLEARED: GREEN, PENDING: GREY, CHECKED: BLUE}
+# What the cashier can ask of a customer whose face the gate refused, by `Faces.refusal`.
+HINTS = dict(zip(range(1, len(REFUSALS) + 1), ("come closer", "face the camera", "hold still"), strict=True))
 
 
 def draw(
@@ -34,12 +36,13 @@ def draw(
         faces: tracked faces with aggregate ``age_years``.
         decisions: (n,) from `AgePolicy.decisions`: 1 flagged (red), 0 cleared (green),
             -1 pending (grey), 2 ID checked by the cashier (blue). A pending face that the
-            quality gate refused (``faces.quality_ok``) is amber: "look at the camera".
+            quality gate refused is amber, with what would help (`HINTS`, by ``faces.refusal``):
+            "come closer", "face the camera" or "hold still".
         threshold_age: legal age, for the banner.
         margin_years: shown as the ± on each age, so nobody reads it as exact.
         fps: processing rate to show in the corner; ``None`` hides it.
-        notice: a line for the cashier in the other bottom corner, on amber (poor light);
-            ``None`` shows none.
+        notice: a line for the cashier in the other bottom corner, on amber (poor light,
+            most faces refused); ``None`` shows none.
 
     Returns:
         ``image``, annotated.
@@ -48,13 +51,13 @@ def draw(
     height, width = out.shape[:2]
     scale = max(height / 720, 0.5)
     thickness = max(1, round(2 * scale))
-    for box, track_id, age, decision, good in zip(faces.xyxy, faces.tracker_id, faces.age_years, decisions,
-                                                  faces.quality_ok, strict=True):
+    for box, track_id, age, decision, refusal in zip(faces.xyxy, faces.tracker_id, faces.age_years, decisions,
+                                                     faces.refusal.tolist(), strict=True):
         x0, y0, x1, y1 = (int(round(v)) for v in box)
-        unclear = not good and decision == PENDING
+        unclear = refusal in HINTS and decision == PENDING
         colour = AMBER if unclear else COLOURS[int(decision)]
         cv2.rectangle(out, (x0, y0), (x1, y1), colour, thickness)
-        age_text = "look at the camera" if unclear else "age ..." if math.isnan(age) else \
+        age_text = HINTS[refusal] if unclear else "age ..." if math.isnan(age) else \
             f"{age:.0f} +/-{margin_years:.0f}"
         label = f"#{track_id} {age_text}"
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, thickness)

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from edge_app import quality
 from edge_app.age_model import AgeRegressor
@@ -23,6 +22,7 @@ from edge_app.capture import VideoSource
 from edge_app.config import AppConfig
 from edge_app.detect import FaceDetector
 from edge_app.errors import AgecheckError
+from edge_app.faces import REFUSALS
 from edge_app.overlay import draw
 from edge_app.policy import ALERT, TRACK_END, TRACK_START, AgePolicy, Event
 from edge_app.rate import RecentRate
@@ -48,9 +48,10 @@ class FrameStats:
     faces: int
     estimates: int
     new_alerts: int
+    refused: dict[str, int]  # faces the quality gate refused, per reason (`quality.refusal_counts`)
     too_dark: int  # estimates of faces in poor light (`quality.LightMeter`)
     too_bright: int
-    light_notice: str | None  # `quality.LightMeter.notice`: the recent estimates' light, when poor
+    notice: str | None  # `quality.LightMeter`'s and `quality.RefusalMeter`'s notices, when either speaks
     age_seconds: float
     frame_seconds: float
     recent_fps: float
@@ -86,6 +87,7 @@ class Summary:
     alerts: int = 0
     age_estimates: int = 0
     faces_refused: int = 0  # face-frames the quality gate refused (too small, blurred or turned)
+    faces_refused_by_reason: dict = field(default_factory=lambda: dict.fromkeys(REFUSALS, 0))
     age_estimates_too_dark: int = 0  # estimates of faces in light where the model errs more (`quality.LightMeter`)
     age_estimates_too_bright: int = 0
     video_fps: float = 0.0
@@ -295,7 +297,8 @@ def run(
         summary = Summary(source=config.source.source, video_fps=source.fps, threshold_age=threshold_age,
                           margin_years=round(margin_years, 2), model=Path(config.age_model.model_path).name)
         events = EventRouter(all_sinks, summary, source.live)
-        started, last_ms, recent, light = time.monotonic(), 0, RecentRate(), quality.LightMeter()
+        started, last_ms, recent = time.monotonic(), 0, RecentRate()
+        light, refusals = quality.LightMeter(), quality.RefusalMeter()
         log.info("running on %s: threshold %g + margin %.2f years", config.source.source, threshold_age, margin_years)
         try:
             for frame in source.frames():
@@ -315,9 +318,12 @@ def run(
                 summary.detections = detector.detections
                 summary.faces += len(faces)
                 summary.age_estimates += len(crops)
-                summary.faces_refused += int(np.count_nonzero(~faces.quality_ok))
+                refused = refusals.add(faces)
+                summary.faces_refused += sum(refused.values())
+                for reason, count in refused.items():
+                    summary.faces_refused_by_reason[reason] += count
                 dark, bright = light.add(crops)
-                light_notice = light.notice()
+                notice = "; ".join(filter(None, (refusals.notice(), light.notice()))) or None
                 summary.age_estimates_too_dark += dark
                 summary.age_estimates_too_bright += bright
                 summary.processing_fps = summary.frames / max(time.monotonic() - started, 1e-9)
@@ -325,7 +331,7 @@ def run(
                 recent_fps = recent.tick()
                 if video is not None or window is not None:
                     annotated = draw(frame.image, faces, policy.decisions(faces), threshold_age, margin_years,
-                                     fps=recent_fps, notice=light_notice)
+                                     fps=recent_fps, notice=notice)
                     if video is not None:
                         video.write(annotated)
                     command = window.show(annotated) if window is not None else None
@@ -334,8 +340,9 @@ def run(
                     if command == ACKNOWLEDGE:
                         events.send(policy.acknowledge(frame.timestamp_ms))
                 if hooks.on_frame is not None:
-                    hooks.on_frame(summary, FrameStats(len(faces), len(crops), new_alerts, dark, bright, light_notice,
-                                                       age_seconds, time.monotonic() - frame_started, recent_fps))
+                    hooks.on_frame(summary, FrameStats(len(faces), len(crops), new_alerts, refused, dark, bright,
+                                                       notice, age_seconds, time.monotonic() - frame_started,
+                                                       recent_fps))
                 if hooks.should_stop():
                     break
                 if hooks.should_reload():
@@ -352,8 +359,9 @@ def run(
         outputs.summary.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
     log.info("done: %d frames, %d faces, %d tracks, %d alerts, %.1f fps",
              summary.frames, summary.faces, summary.tracks, summary.alerts, summary.processing_fps)
-    warning = quality.light_warning(summary.age_estimates, summary.age_estimates_too_dark,
-                                    summary.age_estimates_too_bright)
-    if warning:
+    warnings = (quality.refusal_warning(summary.faces, summary.faces_refused_by_reason, config.quality),
+                quality.light_warning(summary.age_estimates, summary.age_estimates_too_dark,
+                                      summary.age_estimates_too_bright))
+    for warning in filter(None, warnings):
         log.warning("%s", warning)
     return summary

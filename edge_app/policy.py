@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge_app.config import PolicyConfig
-from edge_app.faces import Faces
+from edge_app.faces import NOT_REFUSED, REFUSALS, Faces
 
 TRACK_START = "track_start"
 ALERT = "alert"
@@ -43,6 +43,9 @@ class Event:
             ``None`` for a track never flagged.
         age_spread_years: interquartile range of the track's recent estimates, ``None``
             before it has an age.
+        refused_as: for reason ``face_unclear``, why the quality gate last refused the
+            face (``too_small``, ``turned``, ``blurred``: what to change at the till);
+            otherwise ``None``.
     """
 
     type: str
@@ -52,6 +55,7 @@ class Event:
     flagged: bool
     reason: str | None = None
     age_spread_years: float | None = None
+    refused_as: str | None = None
 
     def to_dict(self, threshold_age: float, margin_years: float) -> dict:
         """JSON-ready form with the policy that produced it."""
@@ -62,6 +66,7 @@ class Event:
             "age_spread_years": None if self.age_spread_years is None else round(self.age_spread_years, 1),
             "flagged": self.flagged,
             "reason": self.reason,
+            "refused_as": self.refused_as,
             "threshold_age": threshold_age,
             "margin_years": round(margin_years, 2),
         }
@@ -76,6 +81,14 @@ class _TrackState:
     flagged: bool = False
     reason: str | None = None
     acknowledged: bool = False
+    last_refusal: int = NOT_REFUSED  # `Faces.refusal` code of the last frame the gate refused the face
+
+    @property
+    def refused_as(self) -> str | None:
+        """Why the gate last refused a ``face_unclear`` track's face; None for other tracks."""
+        if self.reason != REASON_UNCLEAR or self.last_refusal == NOT_REFUSED:
+            return None
+        return REFUSALS[self.last_refusal - 1]
 
 
 @dataclass
@@ -137,19 +150,23 @@ class AgePolicy:
             Events in the order they happened this frame.
         """
         events = []
-        for track_id, age, spread in zip(faces.tracker_id.tolist(), faces.age_years.tolist(),
-                                         faces.age_spread_years.tolist(), strict=True):
+        for track_id, age, spread, refusal in zip(faces.tracker_id.tolist(), faces.age_years.tolist(),
+                                                  faces.age_spread_years.tolist(), faces.refusal.tolist(),
+                                                  strict=True):
             state = self._tracks.get(track_id)
             if state is None:
                 state = self._tracks[track_id] = _TrackState(timestamp_ms, timestamp_ms)
                 events.append(Event(TRACK_START, track_id, timestamp_ms, None, False))
             state.last_seen_ms = timestamp_ms
+            if refusal != NOT_REFUSED:
+                state.last_refusal = refusal
             reason = self._reason(state, age, spread, timestamp_ms)
             if not math.isnan(age):
                 state.age_years, state.spread_years = age, spread
             if reason and not state.flagged and not state.acknowledged:
                 state.flagged, state.reason = True, reason
-                events.append(Event(ALERT, track_id, timestamp_ms, state.age_years, True, reason, state.spread_years))
+                events.append(Event(ALERT, track_id, timestamp_ms, state.age_years, True, reason, state.spread_years,
+                                    state.refused_as))
         gone = [i for i, s in self._tracks.items() if timestamp_ms - s.last_seen_ms > self.leave_after_ms]
         events += [self._end(track_id, timestamp_ms) for track_id in gone]
         return events
@@ -164,7 +181,7 @@ class AgePolicy:
             state = self._tracks[track_id]
             state.flagged, state.acknowledged = False, True
             events.append(Event(ACKNOWLEDGED, track_id, timestamp_ms, state.age_years, False, state.reason,
-                                state.spread_years))
+                                state.spread_years, state.refused_as))
         return events
 
     def finish(self, timestamp_ms: int) -> list[Event]:
@@ -174,7 +191,7 @@ class AgePolicy:
     def _end(self, track_id: int, timestamp_ms: int) -> Event:
         state = self._tracks.pop(track_id)
         return Event(TRACK_END, track_id, timestamp_ms, state.age_years, state.flagged, state.reason,
-                     state.spread_years)
+                     state.spread_years, state.refused_as)
 
     def decisions(self, faces: Faces) -> np.ndarray:
         """(n,) int8 per face: `FLAGGED`, `CHECKED` (acknowledged), `CLEARED` or `PENDING` (no age yet)."""

@@ -1,8 +1,10 @@
 """Face-quality gate: estimate a face only when it is large, sharp and frontal enough.
 
 Poor crops are where the model is most wrong, and every estimate feeds the customer's
-median. Faces below quality get no estimate (the cashier sees "look at the camera"); a
-customer who never gets enough good estimates is flagged ``face_unclear`` by the policy.
+median. Faces below quality get no estimate (the cashier sees what would help: "come
+closer", "face the camera", "hold still"); a customer who never gets enough good estimates
+is flagged ``face_unclear`` by the policy. A run counts the refusals by reason and, when the
+gate refuses most faces, tells the operator what to change at the till (`refusal_warning`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from edge_app.config import QualityConfig
 from edge_app.crop import CropSettings, crop_faces
-from edge_app.faces import Faces
+from edge_app.faces import NOT_REFUSED, REFUSALS, Faces
 
 SHARPNESS_SIDE_PX = 64
 """Sharpness is measured on the crop at this side, whatever the model's input: the variance
@@ -137,6 +139,76 @@ def light_warning(estimates: int, too_dark: int, too_bright: int, share: float =
             "than usual (docs/PERFORMANCE.md): light the customer's face evenly, without a window behind")
 
 
+REFUSED_SHARE = 0.5
+"""`refusal_warning` speaks when the gate refused this share of the face sightings or more."""
+
+_TILL_ADVICE = {
+    "too_small": "put the camera nearer where customers stand, or zoom in (the gate needs {min_eye_distance_px:g} px "
+                 "between the eyes: [quality] min_eye_distance_px)",
+    "turned": "point the camera along the customers' line of sight, at face height",
+    "blurred": "focus the camera, clean its lens and light the till better: less light means a longer exposure "
+               "and more motion blur",
+}
+
+
+def refusal_counts(faces: Faces) -> dict[str, int]:
+    """How many of ``faces`` the gate refused, per reason in `REFUSALS` (zeros included)."""
+    counts = np.bincount(faces.refusal.astype(np.intp), minlength=len(REFUSALS) + 1)[NOT_REFUSED + 1:]
+    return dict(zip(REFUSALS, counts.tolist(), strict=True))
+
+
+class RefusalMeter:
+    """The share of recent face sightings the gate refused, and its commonest reason.
+
+    A customer turning away or walking in from afar is refused for a moment; a camera too
+    far, out of focus or off the customers' line of sight refuses most faces for as long as
+    it stays so. The window (about 30 s of one face at 30 fps) is long enough to tell the two
+    apart; `notice` speaks for the second.
+    """
+
+    def __init__(self, window: int = 900, min_sightings: int = 300) -> None:
+        if not 1 <= min_sightings <= window:
+            raise ValueError(f"min_sightings must be in [1, window={window}], got {min_sightings}")
+        self._codes: deque[int] = deque(maxlen=window)
+        self.min_sightings = min_sightings
+
+    def add(self, faces: Faces) -> dict[str, int]:
+        """Count this frame's ``faces`` (with ``refusal`` set by `gate`): refusals per reason."""
+        self._codes.extend(faces.refusal.tolist())
+        return refusal_counts(faces)
+
+    def notice(self) -> str | None:
+        """``"N% of recent faces refused, mostly blurred"``; None under `REFUSED_SHARE` or with too few seen."""
+        if len(self._codes) < self.min_sightings:
+            return None
+        counts = np.bincount(np.fromiter(self._codes, np.intp), minlength=len(REFUSALS) + 1)
+        refused = counts[NOT_REFUSED + 1:]
+        if refused.sum() < REFUSED_SHARE * len(self._codes):
+            return None
+        worst = REFUSALS[int(refused.argmax())].replace("_", " ")
+        return f"{refused.sum() / len(self._codes):.0%} of recent faces refused, mostly {worst}"
+
+
+def refusal_warning(faces: int, refused: dict[str, int], config: QualityConfig,
+                    share: float = REFUSED_SHARE) -> str | None:
+    """A line for the operator when the gate refused at least ``share`` of ``faces`` (face sightings), else None.
+
+    Args:
+        faces: faces seen, summed over frames.
+        refused: refusals per reason (`refusal_counts` summed over the run).
+        config: the gate's limits, named in the advice.
+        share: the share of refused sightings from which the line speaks.
+    """
+    total = sum(refused.values())
+    if faces == 0 or total == 0 or total < share * faces:
+        return None
+    parts = ", ".join(f"{n / faces:.0%} {reason.replace('_', ' ')}" for reason, n in refused.items() if n)
+    worst = max(refused, key=refused.__getitem__)
+    return (f"the quality gate refused {total / faces:.0%} of the faces seen ({parts}), and customers it cannot "
+            f"judge are flagged face_unclear; mostly {worst.replace('_', ' ')}: "
+            + _TILL_ADVICE[worst].format(min_eye_distance_px=config.min_eye_distance_px))
+
+
 def measure(faces: Faces, crops: np.ndarray | None = None) -> FaceMeasures:
     """The gate's measures; ``crops`` (one per face, or None) gives the sharpness."""
     distance, turn = geometry(faces)
@@ -144,21 +216,29 @@ def measure(faces: Faces, crops: np.ndarray | None = None) -> FaceMeasures:
     return FaceMeasures(distance, turn, sharp)
 
 
-def passes(measures: FaceMeasures, config: QualityConfig) -> np.ndarray:
-    """(n,) bool: the faces good enough to estimate.
+def refusals(measures: FaceMeasures, config: QualityConfig) -> np.ndarray:
+    """(n,) int8: why each face fails the gate, as `Faces.refusal` codes (`NOT_REFUSED` where it passes).
 
-    A measure that is NaN (no keypoints, or no crop) does not fail its check: a detector
-    without keypoints must not switch estimation off. A limit of 0 turns its check off.
+    The checks go in `REFUSALS`' order (too small, turned, blurred) and the first that
+    fails names the face. A measure that is NaN (no keypoints, or no crop) does not fail its
+    check: a detector without keypoints must not switch estimation off. A limit of 0 turns
+    its check off.
     """
-    ok = np.ones(len(measures.turn), bool)
+    out = np.full(len(measures.turn), NOT_REFUSED, np.int8)
+    checks = {"too_small": (measures.eye_distance_px, config.min_eye_distance_px, np.less),
+              "turned": (measures.turn, config.max_turn, np.greater),
+              "blurred": (measures.sharpness, config.min_smoothed_sharpness, np.less)}
     with np.errstate(invalid="ignore"):
-        if config.min_eye_distance_px:
-            ok &= ~(measures.eye_distance_px < config.min_eye_distance_px)
-        if config.max_turn:
-            ok &= ~(measures.turn > config.max_turn)
-        if config.min_smoothed_sharpness:
-            ok &= ~(measures.sharpness < config.min_smoothed_sharpness)
-    return ok
+        for code, reason in reversed(list(enumerate(REFUSALS, start=1))):  # so that the first failed check is kept
+            values, limit, fails = checks[reason]
+            if limit:
+                out[fails(values, limit)] = code
+    return out
+
+
+def passes(measures: FaceMeasures, config: QualityConfig) -> np.ndarray:
+    """(n,) bool: the faces good enough to estimate (`refusals` finds nothing against them)."""
+    return refusals(measures, config) == NOT_REFUSED
 
 
 def gate(
@@ -178,15 +258,16 @@ def gate(
         config: the gate's limits.
 
     Returns:
-        ``faces`` with ``quality_ok`` set, ``due`` narrowed to good faces, and their crops
-        ((due.sum(), size, size, 3) uint8).
+        ``faces`` with ``refusal`` set (why each refused face was), ``due`` narrowed to good
+        faces, and their crops ((due.sum(), size, size, 3) uint8).
     """
     geometric = measure(faces)
-    ok = passes(geometric, config)
-    due = due & ok
+    refusal = refusals(geometric, config)
+    due = due & (refusal == NOT_REFUSED)
     crops = crop_faces(rgb, faces.xyxy[due], size, crop, faces.keypoints[due])
-    sharp = passes(FaceMeasures(geometric.eye_distance_px[due], geometric.turn[due], sharpness(crops)), config)
-    ok[due] = sharp
+    judged = refusals(FaceMeasures(geometric.eye_distance_px[due], geometric.turn[due], sharpness(crops)), config)
+    refusal[due] = judged
+    sharp = judged == NOT_REFUSED
     due[due] = sharp
-    return faces.with_quality(ok), due, crops[sharp]
+    return faces.with_quality(refusal), due, crops[sharp]
 

@@ -141,8 +141,8 @@ def run_service(load_config: Callable[[], object], events_path=None, metrics_por
     def on_frame(summary, stats) -> None:
         status = f"{stats.recent_fps:.1f} fps, {stats.faces} faces in view, {summary.tracks} customers, " \
                  f"{summary.alerts} alerts"
-        if stats.light_notice:
-            status += f", {stats.light_notice}"
+        if stats.notice:
+            status += f", {stats.notice}"
         notifier.frame_done(status)
         if metrics is not None:
             metrics.frames.inc()
@@ -150,6 +150,8 @@ def run_service(load_config: Callable[[], object], events_path=None, metrics_por
             metrics.alerts.inc(stats.new_alerts)
             metrics.poor_light.labels("dark").inc(stats.too_dark)
             metrics.poor_light.labels("bright").inc(stats.too_bright)
+            for reason, count in stats.refused.items():
+                metrics.refused.labels(reason).inc(count)
             metrics.reconnects.inc(summary.camera_reconnects - reconnects_seen[0])
             reconnects_seen[0] = summary.camera_reconnects
             metrics.fps.set(stats.recent_fps)

@@ -19,6 +19,10 @@ from tests.conftest import make_faces
          pytest.raises(ValueError, match="tracker_id")),
         ({"xyxy": [[0, 0, 10, 10]], "confidence": [0.9], "age_years": [[30.0]]},
          pytest.raises(ValueError, match="age_years")),
+        ({"xyxy": [[0, 0, 10, 10]], "confidence": [0.9], "refusal": [True]},
+         pytest.raises(ValueError, match="reason codes")),  # not quality_ok's booleans, which mean the opposite
+        ({"xyxy": [[0, 0, 10, 10]], "confidence": [0.9], "refusal": [4]},
+         pytest.raises(ValueError, match=r"refusal codes must be in \[0, 3\]")),
     ],
 )
 def test_faces_validation(kwargs, expectation):
@@ -36,6 +40,9 @@ def test_faces_defaults_mask_and_copies():
     assert aged.age_years.tolist() == [17.0, 40.0] and aged.estimates.tolist() == [3, 4]
     assert np.isnan(confident.age_years).all()  # copies, not views
     assert len(Faces.empty()) == 0 and len(faces[1]) == 1
+    judged = faces.with_quality(np.array([0, 1, 3]))
+    assert judged.quality_ok.tolist() == [True, False, False] and faces.quality_ok.all()
+    assert judged[judged.confidence > 0.5].refusal.tolist() == [0, 3]
 
 
 @pytest.mark.parametrize(

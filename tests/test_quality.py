@@ -6,16 +6,22 @@ import pytest
 
 from edge_app.config import QualityConfig
 from edge_app.crop import crop_faces
+from edge_app.faces import NOT_REFUSED, REFUSALS
 from edge_app.quality import (
     BRIGHT_FACE_BRIGHTNESS,
     DARK_FACE_BRIGHTNESS,
     SHARPNESS_SMOOTHING_PX,
+    FaceMeasures,
     LightMeter,
+    RefusalMeter,
     brightness,
     geometry,
     light_warning,
     measure,
     passes,
+    refusal_counts,
+    refusal_warning,
+    refusals,
     sharpness,
 )
 from tests.conftest import make_faces
@@ -85,6 +91,53 @@ def test_gate_refuses_small_blurred_and_turned_faces(gap, nose, blur, ok):
     assert passes(measure(faces_with_eyes(gap, nose), crop[None]), config).tolist() == [ok]
 
 
+def test_refusals_name_the_first_check_each_face_fails():
+    config = QualityConfig(min_eye_distance_px=10, min_smoothed_sharpness=4, max_turn=0.35)
+    code = {reason: 1 + i for i, reason in enumerate(REFUSALS)}
+    measures = FaceMeasures(  # fine; small; turned; blurred; small, turned and blurred; unmeasured
+        eye_distance_px=np.array([30, 6, 30, 30, 6, np.nan], np.float32),
+        turn=np.array([0.0, 0.0, 0.5, 0.0, 0.5, np.nan], np.float32),
+        sharpness=np.array([50, 50, 50, 1, 1, np.nan], np.float32))
+    assert refusals(measures, config).tolist() == [NOT_REFUSED, code["too_small"], code["turned"], code["blurred"],
+                                                   code["too_small"], NOT_REFUSED]
+    off = QualityConfig(min_eye_distance_px=0, min_smoothed_sharpness=4, max_turn=0.35)
+    assert refusals(measures, off)[4] == code["turned"]  # with the size check off, the next check names it
+
+
+def test_refusal_counts_and_the_operators_warning():
+    faces = make_faces([[0, 0, 10, 10]] * 4).with_quality(np.array([0, 1, 1, 3]))
+    assert refusal_counts(faces) == {"too_small": 2, "turned": 0, "blurred": 1}
+    config = QualityConfig(min_eye_distance_px=12)
+    assert refusal_warning(100, {"too_small": 30, "turned": 10, "blurred": 9}, config) is None  # 49%: quiet
+    line = refusal_warning(100, {"too_small": 30, "turned": 10, "blurred": 10}, config)
+    assert line.startswith("the quality gate refused 50% of the faces seen (30% too small, 10% turned, 10% blurred)")
+    assert "mostly too small" in line and "needs 12 px between the eyes" in line
+    assert "mostly blurred: focus the camera" in refusal_warning(10, {"too_small": 1, "turned": 0, "blurred": 8},
+                                                                  config)
+    assert refusal_warning(0, dict.fromkeys(REFUSALS, 0), config) is None
+
+
+def test_refusal_meter_speaks_while_most_recent_faces_are_refused():
+    def frame(*codes):
+        return make_faces([[0, 0, 10, 10]] * len(codes)).with_quality(np.array(codes))
+
+    meter = RefusalMeter(window=20, min_sightings=10)
+    assert meter.add(frame(3, 3, 0, 1)) == {"too_small": 1, "turned": 0, "blurred": 2}
+    assert meter.notice() is None  # 4 sightings: too few
+    for _ in range(3):
+        meter.add(frame(3, 0))
+    assert meter.notice() == "60% of recent faces refused, mostly blurred"  # 6 of 10
+    for _ in range(5):
+        meter.add(frame(0, 0))
+    assert meter.notice() is None  # 6 of 20
+    for _ in range(5):
+        meter.add(frame(2, 2))
+    assert meter.notice() == "50% of recent faces refused, mostly turned"  # the first frames have left the window
+    assert meter.add(frame()) == dict.fromkeys(REFUSALS, 0)  # a frame without faces
+    with pytest.raises(ValueError, match="min_sightings"):
+        RefusalMeter(window=5, min_sightings=6)
+
+
 def test_camera_noise_does_not_make_a_blurred_real_face_pass(clip_frames):
     """Noise is all edges to a bare Laplacian: the gate must still refuse a blurred face under it.
 
@@ -148,9 +201,11 @@ def test_gate_on_real_faces_crops_only_the_good_due_faces(clip_frames):
     refused, refused_due, none = gate(rgb, faces, due, 64, CropSettings(align=True), strict)
     assert not refused_due.any() and none.shape == (0, 64, 64, 3)
     assert refused.quality_ok.tolist() == [False, False, True]  # the face not due was not cropped nor judged
+    assert refusal_counts(refused) == {"too_small": 0, "turned": 0, "blurred": 2}
     tiny = QualityConfig(min_eye_distance_px=500)  # refused on geometry before any crop
     small, small_due, _ = gate(rgb, faces, due, 64, CropSettings(align=True), tiny)
     assert not small_due.any() and not small.quality_ok.any()
+    assert refusal_counts(small) == {"too_small": 3, "turned": 0, "blurred": 0}  # the face not due too
 
 
 def test_brightness_reads_the_face_in_the_middle_not_its_framing():

@@ -102,6 +102,8 @@ def test_replay_writes_consistent_video_events_and_summary(tmp_path):
     assert summary["tracks"] == 3  # one track per customer: no id switches on this clip
     assert summary["age_estimates"] < summary["faces"] / 2  # estimates are throttled per track
     assert summary["faces_refused"] < summary["faces"] / 10  # the quality gate lets these clear faces through
+    assert sum(summary["faces_refused_by_reason"].values()) == summary["faces_refused"]
+    assert "quality gate refused" not in result.output
     assert summary["age_estimates_too_dark"] == summary["age_estimates_too_bright"] == 0  # the clip's light is fine
     by_type = {t: [e for e in events if e["type"] == t] for t in ("track_start", "alert", "track_end")}
     assert len(by_type["track_start"]) == len(by_type["track_end"]) == summary["tracks"]
@@ -318,8 +320,12 @@ def test_faces_the_gate_refuses_get_no_estimate_and_fail_safe_as_unclear(tmp_pat
     assert result.exit_code == 0, result.output
     run = json.loads(summary.read_text())
     assert run["age_estimates"] == 0 and run["faces_refused"] == run["faces"] > 100
+    assert run["faces_refused_by_reason"] == {"too_small": run["faces"], "turned": 0, "blurred": 0}
+    warning = [line for line in result.output.splitlines() if "the quality gate refused 100%" in line]
+    assert len(warning) == 1 and "mostly too small" in warning[0] and "500 px between the eyes" in warning[0], \
+        result.output
     alerts = [e for e in read_events(events) if e["type"] == "alert"]
-    assert len(alerts) == 3 and {e["reason"] for e in alerts} == {"face_unclear"}
+    assert len(alerts) == 3 and {(e["reason"], e["refused_as"]) for e in alerts} == {("face_unclear", "too_small")}
     assert all(e["estimated_age"] is None and e["video_time_s"] >= 1.0 for e in alerts)
     capture = cv2.VideoCapture(str(video))
     capture.set(cv2.CAP_PROP_POS_FRAMES, 5)  # before the 1 s fail-safe: amber boxes, no banner

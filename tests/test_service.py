@@ -105,38 +105,63 @@ def test_run_talks_to_systemd_and_stops_cleanly(tmp_path, brightness_tflite, not
     assert {"track_start", "track_end"} <= {r["type"] for r in records}  # flushed and closed on SIGTERM
 
 
+def metric_values(port):
+    """The metrics endpoint's samples, ``{'name{labels}': value}``."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {line.split()[0]: float(line.split()[1]) for line in body.splitlines() if line and line[0] != "#"}
+
+
+def metrics_port(run):
+    return int(run.wait_for("metrics on http://127.0.0.1:").split("127.0.0.1:")[1].split("/")[0])
+
+
 def test_metrics_endpoint_is_scraped_over_loopback(brightness_tflite):
     run = Run(brightness_tflite, "--metrics-port", "0")
     try:
-        port = int(run.wait_for("metrics on http://127.0.0.1:").split("127.0.0.1:")[1].split("/")[0])
+        port = metrics_port(run)
         run.wait_for("running on")
         time.sleep(2)
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        values = metric_values(port)
     finally:
         code = run.stop()
     assert code == 0
-    values = {line.split()[0]: float(line.split()[1]) for line in body.splitlines() if line and line[0] != "#"}
     assert values["agecheck_frames_total"] > 5 and values["agecheck_faces_total"] > 5
     assert values["agecheck_fps"] > 0 and values["agecheck_frame_seconds_count"] == values["agecheck_frames_total"]
     assert values["agecheck_age_inference_seconds_count"] > 0 and "agecheck_camera_reconnects_total" in values
-    # the clip's light is fine: both poor-light counters exist, at 0
+    # the clip's light is fine and its faces clear: the counters exist, at 0
     assert values['agecheck_age_estimates_poor_light_total{light="dark"}'] == 0
     assert values['agecheck_age_estimates_poor_light_total{light="bright"}'] == 0
+    assert values['agecheck_faces_refused_total{reason="too_small"}'] == 0
 
 
-def test_poor_light_reaches_the_status_line_and_the_metrics(brightness_tflite, glare_clip, notify_socket):
+def status_until(model, notify_socket, text, *args):
+    """`agecheck run` with metrics until a STATUS line holds ``text``: (STATUS lines, metric values)."""
     sock, path = notify_socket
-    run = Run(brightness_tflite, "--source", str(glare_clip), "--metrics-port", "0", env={"NOTIFY_SOCKET": str(path)})
+    run = Run(model, "--metrics-port", "0", *args, env={"NOTIFY_SOCKET": str(path)})
     try:
-        port = int(run.wait_for("metrics on http://127.0.0.1:").split("127.0.0.1:")[1].split("/")[0])
-        messages = receive_until(sock, lambda m: any("poor light on" in x for x in m), 30)
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        port = metrics_port(run)
+        messages = receive_until(sock, lambda m: any(text in x for x in m), 30)
+        values = metric_values(port)
     finally:
         code = run.stop()
     assert code == 0
-    assert any(m.startswith("STATUS=") and "poor light on" in m and "of recent faces" in m
-               for m in messages), messages
-    values = {line.split()[0]: float(line.split()[1]) for line in body.splitlines() if line and line[0] != "#"}
+    return [m for m in messages if m.startswith("STATUS=")], values
+
+
+def test_the_gates_refusals_reach_the_status_line_and_the_metrics(tmp_path, brightness_tflite, notify_socket):
+    config = tmp_path / "config.toml"
+    config.write_text("[quality]\nmin_eye_distance_px = 500\n")  # every face too small
+    statuses, values = status_until(brightness_tflite, notify_socket, "of recent faces refused",
+                                    "--config", str(config))
+    assert any("100% of recent faces refused, mostly too small" in m for m in statuses), statuses
+    assert values['agecheck_faces_refused_total{reason="too_small"}'] == values["agecheck_faces_total"] > 5
+    assert values['agecheck_faces_refused_total{reason="turned"}'] == 0
+    assert values['agecheck_faces_refused_total{reason="blurred"}'] == 0
+
+
+def test_poor_light_reaches_the_status_line_and_the_metrics(brightness_tflite, glare_clip, notify_socket):
+    statuses, values = status_until(brightness_tflite, notify_socket, "poor light on", "--source", str(glare_clip))
+    assert any("poor light on" in m and "of recent faces" in m for m in statuses), statuses
     assert values['agecheck_age_estimates_poor_light_total{light="bright"}'] > 0
     assert values['agecheck_age_estimates_poor_light_total{light="dark"}'] == 0
 

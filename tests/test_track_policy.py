@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from edge_app.config import PolicyConfig, TrackerConfig
-from edge_app.faces import Faces
-from edge_app.overlay import AMBER, RED, draw
+from edge_app.faces import NOT_REFUSED, REFUSALS, Faces
+from edge_app.overlay import AMBER, HINTS, RED, draw
 from edge_app.policy import (
     ACKNOWLEDGED,
     ALERT,
@@ -194,6 +194,23 @@ def test_a_face_never_judged_is_flagged_unclear_after_the_configured_time():
     assert later.update(tracked([1], [math.nan]), 5000) == []
 
 
+def test_an_unclear_customer_says_why_the_gate_last_refused_the_face():
+    gate = policy(unclear_after_s=0.1)
+    code = {reason: 1 + i for i, reason in enumerate(REFUSALS)}
+    gate.update(tracked([1, 2], [math.nan, math.nan]).with_quality(np.array([code["too_small"], NOT_REFUSED])), 0)
+    events = gate.update(tracked([1, 2], [math.nan, math.nan]).with_quality(np.array([code["blurred"], NOT_REFUSED])),
+                         100)
+    assert [(e.track_id, e.reason, e.refused_as) for e in events] == [(1, "face_unclear", "blurred"),
+                                                                       (2, "face_unclear", None)]
+    assert events[0].to_dict(18, 5.0)["refused_as"] == "blurred"
+    by_age = policy()
+    (alert,) = [e for e in by_age.update(tracked([3], [12.0]).with_quality(np.array([code["turned"]])), 0)
+                if e.type == ALERT]
+    assert alert.reason == "age" and alert.refused_as is None  # only an unclear face needs the why
+    ended = gate.finish(500)
+    assert [(e.type, e.refused_as) for e in ended] == [(TRACK_END, "blurred"), (TRACK_END, None)]
+
+
 def test_estimates_that_disagree_flag_the_customer_as_uncertain():
     gate = policy(max_spread_years=10.0)
     assert gate.update(tracked([1, 2], [40.0, 40.0], spreads=[4.0, 10.0]), 0)[2:] == []  # 10 is not above 10
@@ -243,7 +260,8 @@ def test_first_decision_needs_k_good_estimates_and_refused_frames_do_not_count()
     good_frames = [True, False, True, False, False, True, True]
     decided_at = None
     for frame, good in enumerate(good_frames):
-        faces = tracker.update(make_faces([[0, 0, 40, 40]]), frame * FRAME_MS).with_quality(np.array([good]))
+        refusal = np.array([NOT_REFUSED if good else 1 + REFUSALS.index("blurred")])
+        faces = tracker.update(make_faces([[0, 0, 40, 40]]), frame * FRAME_MS).with_quality(refusal)
         due = tracker.due_for_estimate(faces, frame * FRAME_MS) & faces.quality_ok
         faces = tracker.add_estimates(faces, due, np.full(int(due.sum()), 15.0, np.float32), frame * FRAME_MS)
         if any(e.type == ALERT for e in gate.update(faces, frame * FRAME_MS)) and decided_at is None:
@@ -264,3 +282,22 @@ def test_draw_annotates_the_frame_in_place_with_a_banner_only_when_flagged():
     assert not calm[-20:, -100:].any()  # no notice
     draw(calm, faces, np.array([CLEARED], np.int8), 18, 6.0, notice="poor light on 80% of recent faces")
     assert tuple(calm[-3, -3]) == AMBER and not calm[:40].any()  # the notice's corner, amber; still no banner
+
+
+@pytest.mark.parametrize("reason", REFUSALS)
+def test_a_refused_face_is_amber_with_what_would_help(reason):
+    """The label says what the cashier can ask for: its amber box is as wide as that text."""
+    import cv2
+
+    frame = np.zeros((360, 640, 3), np.uint8)
+    faces = make_faces([[100, 100, 200, 220]]).with_tracker_ids(np.array([7]))
+    faces = faces.with_quality(np.array([1 + REFUSALS.index(reason)]))
+    draw(frame, faces, np.array([PENDING], np.int8), 18, 6.0)
+    above_box = (frame[:100] == AMBER).all(axis=-1)  # the label sits above the box's top edge (y 100)
+    columns = np.flatnonzero(above_box.any(axis=0))
+    hint = HINTS[1 + REFUSALS.index(reason)]
+    (text_width, _), _ = cv2.getTextSize(f"#7 {hint}", cv2.FONT_HERSHEY_SIMPLEX, 0.6 * 0.5, 1)  # at 360 px: scale 0.5
+    assert columns.size and columns[0] == 100 and columns[-1] - columns[0] == text_width + 6
+    cleared = np.zeros((360, 640, 3), np.uint8)
+    draw(cleared, faces.with_quality(np.array([NOT_REFUSED])), np.array([PENDING], np.int8), 18, 6.0)
+    assert not (cleared == AMBER).all(axis=-1).any()  # a face not refused is grey while it waits
