@@ -126,6 +126,43 @@ def replay(video, output, events, summary, display, config_path, model, threshol
         click.echo(f"outputs in {folder}/ (annotated.mp4, events.jsonl, summary.json)")
 
 
+@main.command()
+@_common_options
+@user_errors
+def card(config_path, model, threshold_age, margin_years):
+    """What the age model's card says, and whom each margin asks for ID.
+
+    The trade-off table is measured on the card's validation photos under the camera mix,
+    as its margin is: pick [policy] margin_years from it. The gate in force (the config's and
+    the flags' threshold and margin) is in bold.
+    """
+    from pathlib import Path
+
+    from edge_app.model_card import ModelCard, tradeoff_lines
+
+    config = _app_config(config_path, model, threshold_age, margin_years, display=False)
+    if not Path(config.age_model.model_path).is_file():
+        raise AgecheckError(f"age model {config.age_model.model_path} does not exist; expected a .tflite "
+                            "with its .json card beside it")
+    card = ModelCard.load(config.age_model.model_path)
+    data, policy = card.data, config.policy
+    margin = card.mae_years if policy.margin_years is None else policy.margin_years
+    key = data.get("camera", {}).get("key", {}).get("age_13_17_flagged")
+    click.echo(f"{card.path.with_suffix('.tflite').name}: {data['architecture']}, {data['input_size']} px input, "
+               f"card of {data.get('date', '?')}")
+    for source in data.get("training_data", {}).get("sources", []):
+        click.echo(f"  trained on {source.get('name', '?')}: {source.get('licence', 'licence not stated')}")
+    click.echo(f"MAE {card.mae_years:.2f} years on its validation photos under the camera mix (clean: "
+               f"{data.get('clean_mae', float('nan')):.2f}); the default margin is that MAE")
+    if key is not None:
+        click.echo(f"key figure under the camera mix: {key:.0%} of 13-17s flagged where 10% of adults 25+ are")
+    click.echo(f"gate in force: ask for ID when the estimate is below {policy.threshold_age:g} + {margin:.2f} = "
+               f"{policy.threshold_age + margin:.2f}")
+    click.echo("\nwho was asked for ID, by limit (validation photos under the camera mix, one photo per person):")
+    for line in tradeoff_lines(card, policy.threshold_age, margin):
+        click.echo(line)
+
+
 class _LazyProgress:
     """A progress bar that appears with the first frame, so start-up errors print alone."""
 

@@ -203,7 +203,7 @@ class PolicyConfig:
         threshold_age: legal age for alcohol (18; 21 where the law says so).
         margin_years: added to ``threshold_age``; ``None`` takes the model card's ``mae``.
             A larger margin flags more minors but also more adults needlessly; the card's
-            calibration table shows the trade-off measured on validation data.
+            trade-off table (``agecheck card``) shows it, measured on validation data.
         unclear_after_s: a customer in view this long without an age (too few estimates)
             is flagged with reason ``face_unclear``: a face the app cannot judge is asked
             for ID, never waved through. 0 turns this off.

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge_app.crop import CropSettings
 from edge_app.errors import AgecheckError
 
@@ -23,6 +25,11 @@ REQUIRED_KEYS = {
     "mae": float,
     "tflite_sha256": str,
 }
+
+
+TRADEOFF_GROUPS = {"under_18": ("under 18", 0, 18), "age_13_17": ("13-17", 13, 18), "age_18_24": ("18-24", 18, 25),
+                   "age_25_plus": ("25+", 25, 1000)}
+"""The age groups of a card's trade-off table (``calibration.tradeoff``): label, first age, age past the last."""
 
 
 def card_path_for(model_path: str | Path) -> Path:
@@ -59,6 +66,28 @@ class ModelCard:
         validation = self.data.get("validation", {})
         return float(validation.get("val_fraction", 0.2)), int(validation.get("seed", 42))
 
+    @property
+    def tradeoff(self) -> list[dict]:
+        """The card's trade-off table: who the gate asked for ID at each limit, [] for cards without one.
+
+        Each row has ``limit_years`` (the gate asks when the estimate is below it: threshold
+        plus margin) and, per `TRADEOFF_GROUPS` key, the share of the card's validation photos
+        of that age asked (under the camera mix, as the card's margin was measured).
+        """
+        return self.data.get("calibration", {}).get("tradeoff", [])
+
+    def tradeoff_at(self, limit_years: float) -> dict | None:
+        """The shares asked at ``limit_years``, linearly between the table's rows; None outside it or without one."""
+        rows = self.tradeoff
+        limits = [row["limit_years"] for row in rows]
+        if not rows or not limits[0] <= limit_years <= limits[-1]:
+            return None
+        out = {"limit_years": float(limit_years)}
+        for key in TRADEOFF_GROUPS:
+            shares = [row[key] for row in rows]
+            out[key] = None if None in shares else float(np.interp(limit_years, limits, shares))
+        return out
+
     @classmethod
     def load(cls, model_path: str | Path, check_sha256: bool = True) -> ModelCard:
         """Read and check the card beside ``model_path``.
@@ -86,6 +115,7 @@ class ModelCard:
                 raise AgecheckError(
                     f"model card {path}: key {key!r} must be {kind.__name__}, got {value!r}"
                 )
+        _check_tradeoff(path, data.get("calibration", {}).get("tradeoff", []))
         try:
             crop = CropSettings(**data["crop"])
         except (TypeError, ValueError) as error:
@@ -104,6 +134,60 @@ class ModelCard:
             mae_years=float(data["mae"]),
             data=data,
         )
+
+
+def tradeoff_summary(card: ModelCard, limit_years: float) -> str | None:
+    """One line for the log: whom the card's table says a gate at ``limit_years`` asks; None without a table row."""
+    here = card.tradeoff_at(limit_years)
+    if here is None:
+        return None
+    shares = ", ".join(f"{here[key]:.0%} of {label}" for key, (label, _, _) in TRADEOFF_GROUPS.items()
+                       if here[key] is not None)
+    return (f"at this limit the card's validation photos under the camera mix were asked for ID: {shares} "
+            "('agecheck card' shows every margin)")
+
+
+def tradeoff_lines(card: ModelCard, threshold_age: float, margin_years: float, span_years: int = 20) -> list[str]:
+    """The card's trade-off table as Markdown, ``threshold_age`` to ``span_years`` past it, the gate in force in bold.
+
+    Returns:
+        The table's lines, or one line saying the card has no table (cards before 2026-11-27).
+    """
+    limit = threshold_age + margin_years
+    rows = [row for row in card.tradeoff if threshold_age <= row["limit_years"] <= threshold_age + span_years]
+    if not card.tradeoff:
+        return ["(this card has no trade-off table: re-export the model, or bench/card_tradeoff.py adds one)"]
+    here = card.tradeoff_at(limit)
+    if here is not None:
+        rows = sorted([*[r for r in rows if r["limit_years"] != limit], here | {"in_force": True}],
+                      key=lambda r: r["limit_years"])
+    labels = [label for label, _, _ in TRADEOFF_GROUPS.values()]
+    lines = ["| estimate below | margin | " + " | ".join(f"{label} asked" for label in labels) + " |",
+             "| ---: | ---: |" + " ---: |" * len(labels)]
+    for row in rows:
+        mark = "**" if row.get("in_force") else ""
+        cells = [row["limit_years"], row["limit_years"] - threshold_age]
+        cells = [f"{mark}{round(value, 2):g}{mark}" for value in cells]
+        cells += ["-" if row[key] is None else f"{mark}{row[key]:.0%}{mark}" for key in TRADEOFF_GROUPS]
+        lines.append("| " + " | ".join(cells) + " |")
+    if here is None:
+        lines.append(f"(the gate in force, estimate below {round(limit, 2):g}, is outside the table)")
+    return lines
+
+
+def _check_tradeoff(path: Path, rows: Any) -> None:
+    """A card's trade-off table must be rows of numbers (or null shares) with rising limits."""
+    keys = ["limit_years", *TRADEOFF_GROUPS]
+    number = (int, float)
+    ok = isinstance(rows, list) and all(
+        isinstance(row, dict) and isinstance(row.get("limit_years"), number)
+        and all(isinstance(row.get(key), number) or (key != "limit_years" and row.get(key) is None) for key in keys)
+        for row in rows)
+    if ok and any(a["limit_years"] >= b["limit_years"] for a, b in zip(rows, rows[1:], strict=False)):
+        ok = False
+    if not ok:
+        raise AgecheckError(f"model card {path}: 'calibration.tradeoff' must be a list of rows with {keys} "
+                            "(numbers; shares may be null) and rising limit_years")
 
 
 def write_card(model_path: str | Path, data: dict[str, Any]) -> Path:

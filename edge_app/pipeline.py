@@ -23,6 +23,7 @@ from edge_app.config import AppConfig
 from edge_app.detect import FaceDetector
 from edge_app.errors import AgecheckError
 from edge_app.faces import REFUSALS
+from edge_app.model_card import tradeoff_summary
 from edge_app.overlay import draw
 from edge_app.policy import ALERT, TRACK_END, TRACK_START, AgePolicy, Event
 from edge_app.rate import RecentRate
@@ -300,6 +301,9 @@ def run(
         started, last_ms, recent = time.monotonic(), 0, RecentRate()
         light, refusals = quality.LightMeter(), quality.RefusalMeter()
         log.info("running on %s: threshold %g + margin %.2f years", config.source.source, threshold_age, margin_years)
+        tradeoff = tradeoff_summary(age_model.card, threshold_age + margin_years)
+        if tradeoff:
+            log.info("%s", tradeoff)
         try:
             for frame in source.frames():
                 frame_started = time.monotonic()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from training.imbalance import lds_weights, source_weights
-from training.metrics import key_figure, paired_change
+from training.metrics import gate_tradeoff, key_figure, paired_change
 from training.pack import CropPack, load_pack, save_pack
 
 
@@ -39,6 +39,20 @@ def test_key_figure_counts_teens_below_the_adults_ten_percent_cut():
     # AUC: teen 20 beats all 10 adults, 25 beats 9, 40 and 60 beat none -> 19 / 40
     assert k["auc_13_17_vs_25_plus"] == pytest.approx(19 / 40)
     assert key_figure(np.array([30.0]), np.array([30.0]))["age_13_17_flagged"] is None
+
+
+TILL_TRUE = [15, 15, 16, 30, 30, 40, 10, 20]
+TILL_ESTIMATES = [17, 22, 30, 21, 35, 50, 12, 26]
+
+
+def test_gate_tradeoff_counts_whom_each_limit_asks():
+    rows = gate_tradeoff(np.array(TILL_TRUE, float), np.array(TILL_ESTIMATES, float), limits_years=(20, 25))
+    assert rows == [
+        {"limit_years": 20.0, "under_18": 0.5, "age_13_17": 0.3333, "age_18_24": 0.0, "age_25_plus": 0.0},
+        {"limit_years": 25.0, "under_18": 0.75, "age_13_17": 0.6667, "age_18_24": 0.0, "age_25_plus": 0.3333},
+    ]  # e.g. at 25: 17, 22 and 12 of the four under 18; 21 of the three adults 25+
+    (adults_only,) = gate_tradeoff(np.array([30.0]), np.array([20.0]), limits_years=(25,))
+    assert adults_only["under_18"] is None and adults_only["age_25_plus"] == 1.0
 
 
 def test_key_figure_interval_holds_the_figure_and_narrows_with_more_faces():

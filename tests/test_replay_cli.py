@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from edge_app.capture import VideoSource
 from edge_app.cli import main
-from edge_app.config import DEFAULT_SAMPLE_CLIP, SourceConfig
+from edge_app.config import DEFAULT_SAMPLE_CLIP, PROJECT_ROOT, SourceConfig
 from tests.conftest import write_clip
 
 
@@ -333,3 +333,42 @@ def test_faces_the_gate_refuses_get_no_estimate_and_fail_safe_as_unclear(tmp_pat
     capture.release()
     amber = (frame[..., 2] > 200) & (frame[..., 1] > 120) & (frame[..., 1] < 200) & (frame[..., 0] < 60)
     assert ok and amber.sum() > 200
+
+
+def test_card_shows_whom_each_margin_asks_with_the_gate_in_force_in_bold(tmp_path, brightness_tflite):
+    """bench/card_tradeoff.py puts the table into a card (real subprocess); `agecheck card` shows it."""
+    from edge_app.model_card import card_path_for
+    from tests.test_augment_imbalance import TILL_ESTIMATES, TILL_TRUE
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(brightness_tflite.read_bytes())
+    card_path_for(model).write_text(card_path_for(brightness_tflite).read_text())
+    predictions = tmp_path / "predictions_val_int8_camera.csv"
+    predictions.write_text("source,file_name,real_age,predicted_age\n" + "".join(
+        f"till,{i}.jpg,{true},{estimate}\n" for i, (true, estimate) in enumerate(zip(TILL_TRUE, TILL_ESTIMATES,
+                                                                                     strict=True))))
+    script = str(PROJECT_ROOT / "bench" / "card_tradeoff.py")
+    added = subprocess.run([sys.executable, script, str(predictions), "--model", str(model)],
+                           capture_output=True, text=True, timeout=120)
+    assert added.returncode == 0, added.stderr
+    card = json.loads(card_path_for(model).read_text())
+    assert card["calibration"]["tradeoff_from"]["predictions"] == predictions.name
+    assert [row["limit_years"] for row in card["calibration"]["tradeoff"]] == list(range(16, 46))
+
+    shown = CliRunner().invoke(main, ["card", "--model", str(model), "--margin-years", "2"])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert "gate in force: ask for ID when the estimate is below 18 + 2.00 = 20.00" in lines
+    assert "| **20** | **2** | **50%** | **33%** | **0%** | **0%** |" in lines  # the gate in force, in bold
+    assert "| 25 | 7 | 75% | 67% | 0% | 33% |" in lines
+    between = CliRunner().invoke(main, ["card", "--model", str(model), "--margin-years", "4.5"])
+    # halfway between the rows of 22 (2 of 4 under 18, 1 of 3 13-17s) and 23 (3 of 4, 2 of 3)
+    assert "| **22.5** | **4.5** | **62%** | **50%** | **0%** | **33%** |" in between.output.splitlines()
+
+    missing = CliRunner().invoke(main, ["card", "--model", str(tmp_path / "none.tflite")])
+    assert missing.exit_code == 1 and missing.output.strip().splitlines() == [
+        f"Error: age model {tmp_path / 'none.tflite'} does not exist; expected a .tflite with its .json card beside it"]
+    bad = subprocess.run([sys.executable, script, str(tmp_path / "none.csv"), "--model", str(model)],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'none.csv'}: no such file; expected an `agecheck evaluate --predictions` CSV"]

@@ -97,6 +97,23 @@ def test_export_then_evaluate_reproduces_the_card(utk_run, datasets, tmp_path):
     assert card["clean"]["errors"]["mae"] == pytest.approx(card["clean_mae"], abs=1e-3)
     assert abs(card["mae"] - card["float_mae"]) <= 0.5
     assert set(card["calibration"]["margin_years_to_flag_share_of_minors"]) == {"0.95", "0.99", "0.995"}
+    table = ModelCard.load(model).tradeoff  # whom each limit asks, on the same photos as the margin
+    assert [row["limit_years"] for row in table] == list(range(16, 46))
+    limit = 18 + card["mae"]  # the same photos at the card's own margin sit between the rows around it
+    below = [r for r in table if r["limit_years"] <= limit][-1]
+    above = [r for r in table if r["limit_years"] > limit][0]
+    policy = card["camera"]["policy"]
+    compared = 0
+    for group, policy_key in (("under_18", "minors_flagged"), ("age_18_24", "age_18_24_flagged"),
+                              ("age_25_plus", "age_25_plus_flagged")):
+        shares = [row[group] for row in table]
+        if policy[policy_key] is None:  # no photo of that age in the tiny validation part
+            assert set(shares) == {None}
+            continue
+        assert shares == sorted(shares) and 0 <= shares[0] and shares[-1] <= 1, group  # higher limits never ask fewer
+        assert below[group] <= policy[policy_key] <= above[group], group
+        compared += 1
+    assert compared >= 2
     regressor = AgeRegressor(AgeModelConfig(model_path=str(model)))  # LiteRT loads what we ship
     assert regressor.predict(np.zeros((2, 32, 32, 3), np.uint8)).shape == (2,)
 

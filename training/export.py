@@ -19,7 +19,7 @@ from edge_app.crop import CropSettings
 from edge_app.errors import AgecheckError
 from edge_app.model_card import ModelCard, write_card
 from training.data import LabelledImages, load_crops, load_sources, select
-from training.metrics import calibrate_margins, errors, figures, figures_by_source
+from training.metrics import calibrate_margins, errors, figures, figures_by_source, gate_tradeoff
 from training.train import PHOTO_DETECTOR
 
 log = logging.getLogger(__name__)
@@ -324,6 +324,7 @@ def export(
                 "threshold_age": threshold_age,
                 "measured_under": CARD_DEGRADATION,
                 "margin_years_to_flag_share_of_minors": margins,
+                "tradeoff": gate_tradeoff(true_camera, int8_camera),  # at every limit: `agecheck card`
             },
         }
         shutil.move(str(candidate), out_path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge_app.model_card import TRADEOFF_GROUPS
+
 AGE_BANDS = [(0, 12), (13, 17), (18, 24), (25, 39), (40, 59), (60, 200)]
 CALIBRATION_QUANTILES = (0.95, 0.99, 0.995)
 
@@ -90,6 +92,29 @@ def calibrate_margins(
     return {
         str(q): float(np.quantile(minors, q, method="higher") - threshold_age + 0.01) for q in quantiles
     }
+
+
+TRADEOFF_LIMITS_YEARS = tuple(range(16, 46))
+"""The limits (threshold + margin) of a card's trade-off table: legal ages 16 to 21 with margins up to 24-29."""
+
+
+def gate_tradeoff(
+    true_years: np.ndarray, predicted_years: np.ndarray, limits_years: tuple[float, ...] = TRADEOFF_LIMITS_YEARS
+) -> list[dict]:
+    """Who a gate "estimate below the limit" asks for ID at each limit: the table an operator sets the margin from.
+
+    The groups (`edge_app.model_card.TRADEOFF_GROUPS`) are fixed ages, so one table serves
+    every legal age: a limit is threshold plus margin. Shares are rounded to 4 places,
+    ``None`` where a group is empty.
+    """
+    true_years = np.asarray(true_years, np.float64)
+    groups = {name: (true_years >= lo) & (true_years < hi) for name, (_, lo, hi) in TRADEOFF_GROUPS.items()}
+    rows = []
+    for limit in limits_years:
+        flagged = gate_flags(predicted_years, limit, 0.0)
+        rows.append({"limit_years": float(limit)} | {
+            name: None if not mask.any() else round(float(flagged[mask].mean()), 4) for name, mask in groups.items()})
+    return rows
 
 
 KEY_ADULT_SHARE = 0.10
