@@ -104,6 +104,27 @@ def flagged_table(first_column: str, groups: dict[str, list[dict]]) -> list[str]
     return lines
 
 
+def gate_lines(customers: list[dict], replayed: dict) -> list[str]:
+    """Why the quality gate refused faces over the replay, and the light the estimates were made in.
+
+    ``replayed`` is the replay's summary; a customer's ``refused_as`` is what the gate last
+    refused their face for, on a ``face_unclear`` alert.
+    """
+    faces, refused = replayed["faces"], replayed["faces_refused_by_reason"]
+    unclear = [c for c in customers if c["reason"] == "face_unclear"]
+    by_reason = ", ".join(f"{reason.replace('_', ' ')} {sum(c.get('refused_as') == reason for c in unclear)}"
+                          for reason in refused)
+    estimates = replayed["age_estimates"]
+    return [
+        f"The gate refused {sum(refused.values()) / max(faces, 1):.1%} of {faces} face sightings ("
+        + ", ".join(f"{reason.replace('_', ' ')} {n / max(faces, 1):.1%}" for reason, n in refused.items())
+        + f"); the {len(unclear)} customers flagged `face_unclear` were last refused as {by_reason}. Of "
+        f"{estimates} age estimates, {replayed['age_estimates_too_dark'] / max(estimates, 1):.1%} were of faces "
+        f"too dark and {replayed['age_estimates_too_bright'] / max(estimates, 1):.1%} too bright "
+        "(`edge_app.quality`).",
+    ]
+
+
 def background(rng: np.random.Generator) -> np.ndarray:
     """A soft, shop-like background: blurred blotches of muted colour."""
     coarse = rng.integers(60, 200, (9, 16, 3), dtype=np.uint8)
@@ -241,7 +262,8 @@ def measure(args: argparse.Namespace) -> None:
         if e.get("estimated_age") is not None:
             c["estimate"] = e["estimated_age"]  # the track's median as of its latest event
         if e["type"] == "alert" and not c["flagged"]:
-            c.update(flagged=True, reason=e["reason"], decided_s=round(e["video_time_s"] - c["start_s"], 3))
+            c.update(flagged=True, reason=e["reason"], decided_s=round(e["video_time_s"] - c["start_s"], 3),
+                     refused_as=e.get("refused_as"))
     rows = band_rows(customers)
     sources = sorted({c["source"] for c in customers})
     by_source = {source: band_rows([c for c in customers if c["source"] == source]) for source in sources}
@@ -272,6 +294,7 @@ def measure(args: argparse.Namespace) -> None:
     decided = [c["decided_s"] for c in customers if c["decided_s"] is not None and c["reason"] == "age"]
     if decided:
         lines += ["", f"Alerts by age came {np.median(decided):.2f} s (median) after the customer appeared."]
+    lines += ["", *gate_lines(customers, replayed)]
     print("\n".join(lines))
     if args.customers:
         write_customers(Path(args.customers), customers)

@@ -872,3 +872,16 @@ def test_detector_input_bench_compares_shrunk_and_whole_frames_with_noise(datase
     assert all(0 <= r["found"] <= 1 and r["ms_per_frame"] > 0 for r in rows.values())
     refused = subprocess.run([*bench, "--sides", "64"], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and refused.stderr.startswith("error: --sides [64]"), refused.stderr
+
+
+def test_till_bench_says_why_the_gate_refused_and_in_what_light():
+    from bench.per_customer import gate_lines
+
+    customers = [{"reason": "face_unclear", "refused_as": "blurred"}, {"reason": "face_unclear", "refused_as": None},
+                 {"reason": "face_unclear", "refused_as": "too_small"}, {"reason": "age"}, {"reason": None}]
+    replayed = {"faces": 200, "faces_refused_by_reason": {"too_small": 10, "turned": 4, "blurred": 6},
+                "age_estimates": 50, "age_estimates_too_dark": 1, "age_estimates_too_bright": 5}
+    (line,) = gate_lines(customers, replayed)
+    assert line == ("The gate refused 10.0% of 200 face sightings (too small 5.0%, turned 2.0%, blurred 3.0%); "
+                    "the 3 customers flagged `face_unclear` were last refused as too small 1, turned 0, blurred 1. "
+                    "Of 50 age estimates, 2.0% were of faces too dark and 10.0% too bright (`edge_app.quality`).")
