@@ -28,7 +28,7 @@ from bench.report import run_bench  # noqa: E402
 from edge_app.config import DEFAULT_AGE_MODEL  # noqa: E402
 from edge_app.errors import AgecheckError  # noqa: E402
 from edge_app.model_card import TRADEOFF_GROUPS, ModelCard, write_card  # noqa: E402
-from training.metrics import gate_tradeoff  # noqa: E402
+from training.metrics import TRADEOFF_SHARES, gate_tradeoff  # noqa: E402
 
 
 def main() -> None:
@@ -70,9 +70,8 @@ def measure(args: argparse.Namespace) -> None:
     policy = data.get("camera", {}).get("policy", {})
     print(f"{written.path}: trade-off table of {len(calibration['tradeoff'])} limits from {len(rows)} photos")
     print(f"at the card's limit {threshold + written.mae_years:.2f}, table / card's camera.policy:")
-    for key, (label, _, _) in TRADEOFF_GROUPS.items():
-        card_key = "minors_flagged" if key == "under_18" else f"{key}_flagged"
-        print(f"  {label} asked: {at_card[key]:.1%} / {policy.get(card_key, float('nan')):.1%}")
+    for key, label in TRADEOFF_GROUPS.items():
+        print(f"  {label} asked: {at_card[key]:.1%} / {policy.get(TRADEOFF_SHARES[key], float('nan')):.1%}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from edge_app.crop import crop_faces  # noqa: E402
 from edge_app.detect import FaceDetector  # noqa: E402
 from edge_app.quality import BRIGHT_FACE_BRIGHTNESS, DARK_FACE_BRIGHTNESS, brightness, measure  # noqa: E402
 from training.data import RACES, detect_in_photo, load_sources, most_confident, read_rgb, select  # noqa: E402
+from training.degrade import to_uint8  # noqa: E402
 from training.evaluate import cell  # noqa: E402
 from training.metrics import gate_flags, teens_and_adults  # noqa: E402
 
@@ -46,8 +47,7 @@ REFUSAL_LIMITS = (("darker than", DARK_FACE_BRIGHTNESS), ("darker than", 30.0), 
 
 def relit(rgb: np.ndarray, gamma: float, gain: float) -> np.ndarray:
     """``rgb`` under other light: ``255 * gain * (rgb / 255) ** gamma``, clipped to uint8."""
-    light = 255 * gain * (rgb.astype(np.float32) / 255) ** gamma
-    return np.round(light).clip(0, 255).astype(np.uint8)
+    return to_uint8(255 * gain * (rgb.astype(np.float32) / 255) ** gamma)
 
 
 def refuse_or_widen(true: np.ndarray, predicted: np.ndarray, refused: np.ndarray, threshold_age: float,

@@ -27,9 +27,8 @@ REQUIRED_KEYS = {
 }
 
 
-TRADEOFF_GROUPS = {"under_18": ("under 18", 0, 18), "age_13_17": ("13-17", 13, 18), "age_18_24": ("18-24", 18, 25),
-                   "age_25_plus": ("25+", 25, 1000)}
-"""The age groups of a card's trade-off table (``calibration.tradeoff``): label, first age, age past the last."""
+TRADEOFF_GROUPS = {"under_18": "under 18", "age_13_17": "13-17", "age_18_24": "18-24", "age_25_plus": "25+"}
+"""The age groups of a card's trade-off table (``calibration.tradeoff``), with their labels."""
 
 
 def card_path_for(model_path: str | Path) -> Path:
@@ -141,7 +140,7 @@ def tradeoff_summary(card: ModelCard, limit_years: float) -> str | None:
     here = card.tradeoff_at(limit_years)
     if here is None:
         return None
-    shares = ", ".join(f"{here[key]:.0%} of {label}" for key, (label, _, _) in TRADEOFF_GROUPS.items()
+    shares = ", ".join(f"{here[key]:.0%} of {label}" for key, label in TRADEOFF_GROUPS.items()
                        if here[key] is not None)
     return (f"at this limit the card's validation photos under the camera mix were asked for ID: {shares} "
             "('agecheck card' shows every margin)")
@@ -153,15 +152,15 @@ def tradeoff_lines(card: ModelCard, threshold_age: float, margin_years: float, s
     Returns:
         The table's lines, or one line saying the card has no table (cards before 2026-11-27).
     """
-    limit = threshold_age + margin_years
-    rows = [row for row in card.tradeoff if threshold_age <= row["limit_years"] <= threshold_age + span_years]
     if not card.tradeoff:
         return ["(this card has no trade-off table: re-export the model, or bench/card_tradeoff.py adds one)"]
+    limit = threshold_age + margin_years
+    rows = [row for row in card.tradeoff if threshold_age <= row["limit_years"] <= threshold_age + span_years]
     here = card.tradeoff_at(limit)
     if here is not None:
         rows = sorted([*[r for r in rows if r["limit_years"] != limit], here | {"in_force": True}],
                       key=lambda r: r["limit_years"])
-    labels = [label for label, _, _ in TRADEOFF_GROUPS.values()]
+    labels = list(TRADEOFF_GROUPS.values())
     lines = ["| estimate below | margin | " + " | ".join(f"{label} asked" for label in labels) + " |",
              "| ---: | ---: |" + " ---: |" * len(labels)]
     for row in rows:

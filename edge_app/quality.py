@@ -151,10 +151,14 @@ _TILL_ADVICE = {
 }
 
 
+def _per_reason(codes: np.ndarray) -> np.ndarray:
+    """(len(REFUSALS),) how many of ``codes`` (`Faces.refusal` codes) name each reason."""
+    return np.bincount(codes.astype(np.intp), minlength=len(REFUSALS) + 1)[NOT_REFUSED + 1:]
+
+
 def refusal_counts(faces: Faces) -> dict[str, int]:
     """How many of ``faces`` the gate refused, per reason in `REFUSALS` (zeros included)."""
-    counts = np.bincount(faces.refusal.astype(np.intp), minlength=len(REFUSALS) + 1)[NOT_REFUSED + 1:]
-    return dict(zip(REFUSALS, counts.tolist(), strict=True))
+    return dict(zip(REFUSALS, _per_reason(faces.refusal).tolist(), strict=True))
 
 
 class RefusalMeter:
@@ -181,8 +185,7 @@ class RefusalMeter:
         """``"N% of recent faces refused, mostly blurred"``; None under `REFUSED_SHARE` or with too few seen."""
         if len(self._codes) < self.min_sightings:
             return None
-        counts = np.bincount(np.fromiter(self._codes, np.intp), minlength=len(REFUSALS) + 1)
-        refused = counts[NOT_REFUSED + 1:]
+        refused = _per_reason(np.fromiter(self._codes, np.intp))
         if refused.sum() < REFUSED_SHARE * len(self._codes):
             return None
         worst = REFUSALS[int(refused.argmax())].replace("_", " ")

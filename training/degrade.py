@@ -24,7 +24,8 @@ def _side(rgb: np.ndarray) -> int:
     return min(rgb.shape[:2])
 
 
-def _to_uint8(x: np.ndarray) -> np.ndarray:
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """Float pixel values rounded and clipped to uint8."""
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
@@ -66,7 +67,7 @@ def noise(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     sigma = rng.uniform(8, 20)
     luma = rng.normal(0, sigma, rgb.shape[:2] + (1,))
     chroma = rng.normal(0, sigma / 3, rgb.shape)
-    return _to_uint8(rgb.astype(np.float32) + luma + chroma)
+    return to_uint8(rgb.astype(np.float32) + luma + chroma)
 
 
 def grey(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -77,18 +78,18 @@ def grey(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def colour_cast(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Wrong white balance: each channel's gain 0.7-1.3, mean gain 1."""
     gains = rng.uniform(0.7, 1.3, 3)
-    return _to_uint8(rgb.astype(np.float32) * (gains / gains.mean()))
+    return to_uint8(rgb.astype(np.float32) * (gains / gains.mean()))
 
 
 def low_light(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A dark shop: gamma 1.4-2.0, gain 0.35-0.6, and the noise a dark sensor adds (sigma 3-7)."""
     x = (rgb.astype(np.float32) / 255) ** rng.uniform(1.4, 2.0) * rng.uniform(0.35, 0.6) * 255
-    return _to_uint8(x + rng.normal(0, rng.uniform(3, 7), rgb.shape[:2] + (1,)))
+    return to_uint8(x + rng.normal(0, rng.uniform(3, 7), rgb.shape[:2] + (1,)))
 
 
 def overexposed(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Window light behind the till: gain 1.5-2.1, highlights clipped."""
-    return _to_uint8(rgb.astype(np.float32) * rng.uniform(1.5, 2.1))
+    return to_uint8(rgb.astype(np.float32) * rng.uniform(1.5, 2.1))
 
 
 def old_print(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -99,7 +100,7 @@ def old_print(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     tint = np.array([1.08, 0.93, 0.72]) ** rng.uniform(-0.5, 1.3)
     x = (base + fade * luma)[:, :, None] * tint * 255
     x = cv2.GaussianBlur(x.astype(np.float32), (0, 0), sigmaX=max(0.3, 0.003 * _side(rgb)))
-    return _to_uint8(x + _grain(rgb, rng))
+    return to_uint8(x + _grain(rgb, rng))
 
 
 def _grain(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -110,14 +111,14 @@ def _grain(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def film_grain(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Film grain alone: the grain of `old_print` without its fading, tint or soft focus."""
-    return _to_uint8(rgb.astype(np.float32) + _grain(rgb, rng))
+    return to_uint8(rgb.astype(np.float32) + _grain(rgb, rng))
 
 
 def sharpen(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A camera or phone that oversharpens: unsharp mask, amount 1-2.5, radius 0.5-1.2% of the side."""
     x = rgb.astype(np.float32)
     soft = cv2.GaussianBlur(x, (0, 0), sigmaX=rng.uniform(0.005, 0.012) * _side(rgb))
-    return _to_uint8(x + rng.uniform(1.0, 2.5) * (x - soft))
+    return to_uint8(x + rng.uniform(1.0, 2.5) * (x - soft))
 
 
 def local_contrast(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -97,23 +97,26 @@ def calibrate_margins(
 TRADEOFF_LIMITS_YEARS = tuple(range(16, 46))
 """The limits (threshold + margin) of a card's trade-off table: legal ages 16 to 21 with margins up to 24-29."""
 
+TRADEOFF_SHARES = dict(zip(TRADEOFF_GROUPS, ("minors_flagged", "age_13_17_flagged", "age_18_24_flagged",
+                                             "age_25_plus_flagged"), strict=True))
+"""Each column of the trade-off table (`edge_app.model_card.TRADEOFF_GROUPS`: under 18, 13-17, 18-24,
+25+) and the `policy_shares` key it is, at threshold 18."""
+
 
 def gate_tradeoff(
     true_years: np.ndarray, predicted_years: np.ndarray, limits_years: tuple[float, ...] = TRADEOFF_LIMITS_YEARS
 ) -> list[dict]:
     """Who a gate "estimate below the limit" asks for ID at each limit: the table an operator sets the margin from.
 
-    The groups (`edge_app.model_card.TRADEOFF_GROUPS`) are fixed ages, so one table serves
-    every legal age: a limit is threshold plus margin. Shares are rounded to 4 places,
-    ``None`` where a group is empty.
+    The groups are fixed ages (`policy_shares` at threshold 18), so one table serves every
+    legal age: a limit is threshold plus margin. Shares are rounded to 4 places, ``None``
+    where a group is empty.
     """
-    true_years = np.asarray(true_years, np.float64)
-    groups = {name: (true_years >= lo) & (true_years < hi) for name, (_, lo, hi) in TRADEOFF_GROUPS.items()}
     rows = []
     for limit in limits_years:
-        flagged = gate_flags(predicted_years, limit, 0.0)
+        shares = policy_shares(true_years, predicted_years, 18.0, limit - 18.0)
         rows.append({"limit_years": float(limit)} | {
-            name: None if not mask.any() else round(float(flagged[mask].mean()), 4) for name, mask in groups.items()})
+            column: None if shares[key] is None else round(shares[key], 4) for column, key in TRADEOFF_SHARES.items()})
     return rows
 
 
