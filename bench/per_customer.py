@@ -12,8 +12,12 @@ till-like size, drifting and growing a little for ``--seconds`` (as someone step
 the counter), then an empty gap so that they leave. The clip is replayed by `agecheck
 replay` (the real detector, tracker, quality gate and policy) and each customer's outcome
 is read from the events: flagged (and why) if any alert came while they were in view.
+Each customer's lowest median (the events' ``lowest_estimated_age``) also says what every
+higher limit would have decided, since a flag is sticky: the bench ends with whom each limit
+from the replay's own up to 45 asks at the till (replay at ``--margin-years 0`` for the whole
+table from the legal age up).
 ``--customers`` writes each customer's outcome (file name, true age, the app's last median
-estimate, seen, flagged, why) in `bench/compare_models.py`'s format, so that two models'
+estimate, seen, flagged, why, lowest median) in `bench/compare_models.py`'s format, so that two models'
 replays of the same customers can be compared one by one; it names dataset files, so it
 belongs beside the run, not in the project. The clip and events stay in a temporary folder.
 ``--sensor-noise`` adds Gaussian noise to every frame of the clip, as a camera at high gain
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -41,10 +46,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import photo_bench_parser, public_settings, run_bench, write_report  # noqa: E402
+from edge_app.config import PolicyConfig  # noqa: E402
 from edge_app.errors import AgecheckError  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
 from training.data import GENDERS, RACES, LabelledImages, load_sources, read_rgb, select  # noqa: E402
 from training.degrade import degrade  # noqa: E402
+from training.metrics import TRADEOFF_LIMITS_YEARS  # noqa: E402
 
 BANDS = [("0-12", 0, 13), ("13-17", 13, 18), ("18-24", 18, 25), ("25+", 25, 200)]
 WIDTH, HEIGHT = 1280, 720
@@ -101,6 +108,53 @@ def flagged_table(first_column: str, groups: dict[str, list[dict]]) -> list[str]
     for group, rows in groups.items():
         cells = {r["band"]: f"{r['flagged']:.0%} of {r['customers']}" for r in rows}
         lines.append(f"| {group} | " + " | ".join(cells.get(name, "-") for name, _, _ in BANDS) + " |")
+    return lines
+
+
+def flagged_at(customer: dict, limit_years: float) -> bool:
+    """Whether the app would have flagged ``customer`` had its limit (threshold + margin) been
+    ``limit_years``, at or above the replay's own.
+
+    A flag is sticky, so a customer is flagged by age at any limit above their lowest median
+    (``lowest``); one the replay flagged for another reason (``face_unclear``: never an age;
+    ``uncertain``: spread estimates while at or above the replay's limit) would be flagged at
+    any higher limit too, by that reason or by age.
+    """
+    return ((customer["flagged"] and customer["reason"] != "age")
+            or (customer["lowest"] is not None and customer["lowest"] < limit_years))
+
+
+def till_tradeoff(customers: list[dict], replay_limit_years: float) -> list[dict]:
+    """Per limit, the replay's own and each of `TRADEOFF_LIMITS_YEARS` above it: the share of
+    each age band of `BANDS` the app would have flagged (`flagged_at`)."""
+    rows = []
+    for limit in [replay_limit_years, *(x for x in TRADEOFF_LIMITS_YEARS if x > replay_limit_years)]:
+        row = {"limit_years": float(limit)}
+        for name, lo, hi in BANDS:
+            if group := [c for c in customers if lo <= c["age"] < hi]:
+                row[name] = sum(flagged_at(c, limit) for c in group) / len(group)
+        rows.append(row)
+    return rows
+
+
+def tradeoff_lines(customers: list[dict], rows: list[dict], threshold_age: float) -> list[str]:
+    """Markdown: `till_tradeoff`'s rows, the replay's own in bold, and how many of the replay's
+    decisions its reading gives back at the replay's limit (all, but for a lowest median within
+    0.005 years of it: events give it to 0.01)."""
+    replay_limit = rows[0]["limit_years"]
+    agree = sum(flagged_at(c, replay_limit) == c["flagged"] for c in customers)
+    bands = [name for name, _, _ in BANDS if name in rows[0]]
+    lines = [f"Whom each limit asks at the till, read from each customer's lowest median (a flag is sticky; "
+             f"exact from the replay's limit, {replay_limit:.2f}, up: there it gives back the replay's decision "
+             f"for {agree} of {len(customers)} customers):", "",
+             f"| limit (years) | margin at {threshold_age:g} | " + " | ".join(bands) + " |",
+             "| ---: | ---: |" + " ---: |" * len(bands)]
+    for row in rows:
+        cells = [f"{row['limit_years']:.2f}", f"{row['limit_years'] - threshold_age:.2f}",
+                 *(f"{row[name]:.1%}" for name in bands)]
+        if row is rows[0]:
+            cells = [f"**{cell}**" for cell in cells]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -164,10 +218,12 @@ def write_customers(path: Path, customers: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["source", "file_name", "real_age", "predicted_age", "seen", "flagged", "reason"])
+        writer.writerow(["source", "file_name", "real_age", "predicted_age", "seen", "flagged", "reason",
+                         "lowest_age"])
         for c in customers:
             writer.writerow([c["source"], c["file_name"], c["age"], "" if c["estimate"] is None else c["estimate"],
-                             int(c["seen"]), int(c["flagged"]), c["reason"] or ""])
+                             int(c["seen"]), int(c["flagged"]), c["reason"] or "",
+                             "" if c["lowest"] is None else c["lowest"]])
 
 
 def main() -> None:
@@ -252,7 +308,7 @@ def measure(args: argparse.Namespace) -> None:
             if c["start_s"] - 0.05 <= t < c["end_s"] + 0.05:
                 owner[track_id] = k
     for c in customers:
-        c.update(seen=False, flagged=False, reason=None, decided_s=None, estimate=None)
+        c.update(seen=False, flagged=False, reason=None, decided_s=None, estimate=None, lowest=None)
     for e in events:
         k = owner.get(e["track_id"])
         if k is None:
@@ -261,6 +317,8 @@ def measure(args: argparse.Namespace) -> None:
         c["seen"] = True
         if e.get("estimated_age") is not None:
             c["estimate"] = e["estimated_age"]  # the track's median as of its latest event
+        if e.get("lowest_estimated_age") is not None:  # over all of the customer's tracks
+            c["lowest"] = min(e["lowest_estimated_age"], c["lowest"] if c["lowest"] is not None else math.inf)
         if e["type"] == "alert" and not c["flagged"]:
             c.update(flagged=True, reason=e["reason"], decided_s=round(e["video_time_s"] - c["start_s"], 3),
                      refused_as=e.get("refused_as"))
@@ -269,6 +327,8 @@ def measure(args: argparse.Namespace) -> None:
     by_source = {source: band_rows([c for c in customers if c["source"] == source]) for source in sources}
     by_group = group_rows(customers)
     margin = card.mae_years if args.margin_years is None else args.margin_years
+    threshold_age = PolicyConfig().threshold_age  # the replay's: the bench does not set it
+    tradeoff = till_tradeoff(customers, threshold_age + margin)
     lines = [
         f"{len(customers)} customers ({args.per_source} validation photos per source"
         f"{f' and every other one aged {args.all_aged[0]:g} to under {args.all_aged[1]:g}' if args.all_aged else ''}, "
@@ -294,12 +354,13 @@ def measure(args: argparse.Namespace) -> None:
     decided = [c["decided_s"] for c in customers if c["decided_s"] is not None and c["reason"] == "age"]
     if decided:
         lines += ["", f"Alerts by age came {np.median(decided):.2f} s (median) after the customer appeared."]
-    lines += ["", *gate_lines(customers, replayed)]
+    lines += ["", *gate_lines(customers, replayed), "", *tradeoff_lines(customers, tradeoff, threshold_age)]
     print("\n".join(lines))
     if args.customers:
         write_customers(Path(args.customers), customers)
     settings = public_settings(args, "data", "model", "customers", "out")
-    write_report(args.out, lines, {"rows": rows, "by_source": by_source, "by_group": by_group, "settings": settings})
+    write_report(args.out, lines, {"rows": rows, "by_source": by_source, "by_group": by_group, "tradeoff": tradeoff,
+                                   "settings": settings})
 
 
 if __name__ == "__main__":

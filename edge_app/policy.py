@@ -46,6 +46,9 @@ class Event:
         refused_as: for reason ``face_unclear``, why the quality gate last refused the
             face (``too_small``, ``turned``, ``blurred``: what to change at the till);
             otherwise ``None``.
+        lowest_age: the lowest aggregate age the track has had, ``None`` before it has one.
+            A flag is sticky, so any limit above it would have flagged the track: how near
+            the limit a cleared customer came, and what any other margin would have decided.
     """
 
     type: str
@@ -56,6 +59,7 @@ class Event:
     reason: str | None = None
     age_spread_years: float | None = None
     refused_as: str | None = None
+    lowest_age: float | None = None
 
     def to_dict(self, threshold_age: float, margin_years: float) -> dict:
         """JSON-ready form with the policy that produced it."""
@@ -67,6 +71,8 @@ class Event:
             "flagged": self.flagged,
             "reason": self.reason,
             "refused_as": self.refused_as,
+            # to 0.01: fine enough to tell which side of any margin's limit the customer fell
+            "lowest_estimated_age": None if self.lowest_age is None else round(self.lowest_age, 2),
             "threshold_age": threshold_age,
             "margin_years": round(margin_years, 2),
         }
@@ -78,6 +84,7 @@ class _TrackState:
     last_seen_ms: int
     age_years: float | None = None
     spread_years: float | None = None
+    lowest_age_years: float | None = None
     flagged: bool = False
     reason: str | None = None
     acknowledged: bool = False
@@ -163,10 +170,10 @@ class AgePolicy:
             reason = self._reason(state, age, spread, timestamp_ms)
             if not math.isnan(age):
                 state.age_years, state.spread_years = age, spread
+                state.lowest_age_years = age if state.lowest_age_years is None else min(state.lowest_age_years, age)
             if reason and not state.flagged and not state.acknowledged:
                 state.flagged, state.reason = True, reason
-                events.append(Event(ALERT, track_id, timestamp_ms, state.age_years, True, reason, state.spread_years,
-                                    state.refused_as))
+                events.append(self._event(ALERT, track_id, timestamp_ms, state))
         gone = [i for i, s in self._tracks.items() if timestamp_ms - s.last_seen_ms > self.leave_after_ms]
         events += [self._end(track_id, timestamp_ms) for track_id in gone]
         return events
@@ -180,8 +187,7 @@ class AgePolicy:
         for track_id in sorted(self.flagged_ids if track_ids is None else set(track_ids) & self.flagged_ids):
             state = self._tracks[track_id]
             state.flagged, state.acknowledged = False, True
-            events.append(Event(ACKNOWLEDGED, track_id, timestamp_ms, state.age_years, False, state.reason,
-                                state.spread_years, state.refused_as))
+            events.append(self._event(ACKNOWLEDGED, track_id, timestamp_ms, state))
         return events
 
     def finish(self, timestamp_ms: int) -> list[Event]:
@@ -189,9 +195,12 @@ class AgePolicy:
         return [self._end(track_id, timestamp_ms) for track_id in list(self._tracks)]
 
     def _end(self, track_id: int, timestamp_ms: int) -> Event:
-        state = self._tracks.pop(track_id)
-        return Event(TRACK_END, track_id, timestamp_ms, state.age_years, state.flagged, state.reason,
-                     state.spread_years, state.refused_as)
+        return self._event(TRACK_END, track_id, timestamp_ms, self._tracks.pop(track_id))
+
+    @staticmethod
+    def _event(kind: str, track_id: int, timestamp_ms: int, state: _TrackState) -> Event:
+        return Event(kind, track_id, timestamp_ms, state.age_years, state.flagged, state.reason, state.spread_years,
+                     state.refused_as, state.lowest_age_years)
 
     def decisions(self, faces: Faces) -> np.ndarray:
         """(n,) int8 per face: `FLAGGED`, `CHECKED` (acknowledged), `CLEARED` or `PENDING` (no age yet)."""

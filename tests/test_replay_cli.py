@@ -112,11 +112,33 @@ def test_replay_writes_consistent_video_events_and_summary(tmp_path):
     for event in events:
         assert {"type", "track_id", "estimated_age", "threshold_age", "margin_years", "video_time_s"} <= event.keys()
         assert event["threshold_age"] == 60 and event["margin_years"] == 0
+    for alert in by_type["alert"]:  # flagged by age: the lowest age so far is the one under the limit
+        assert alert["reason"] == "age" and alert["lowest_estimated_age"] < 60
+    for end in by_type["track_end"]:  # the lowest of a customer's ages is at most the last one
+        assert end["lowest_estimated_age"] <= end["estimated_age"] + 0.05
     # The first alert comes within 0.5 s of video time after the customer appears.
     assert max(summary["first_alert_after_track_start_s"]) <= 0.5
     video = cv2.VideoCapture(str(out / "a.mp4"))
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 41
     video.release()
+
+
+def test_the_lowest_age_of_one_replay_gives_any_higher_limits_decisions(tmp_path, brightness_tflite):
+    """The events' lowest estimate read at a limit is what a replay at that limit decides (a flag is sticky)."""
+    def replay_at(limit_years, name):
+        events_path = tmp_path / f"{name}.jsonl"
+        result = replay([str(DEFAULT_SAMPLE_CLIP), "--events", str(events_path), "--threshold-age", str(limit_years),
+                         "--margin-years", "0"], brightness_tflite)
+        assert result.exit_code == 0, result.output
+        return [e for e in read_events(events_path) if e["type"] == "track_end"]
+
+    lowest = {e["track_id"]: e["lowest_estimated_age"] for e in replay_at(1, "low")}  # no "age" is under 1
+    assert len(lowest) == 3 and None not in lowest.values()
+    ordered = sorted(lowest.values())
+    assert ordered[0] < ordered[-1]  # customers of different brightness: the limit below splits them
+    limit = round((ordered[0] + ordered[-1]) / 2, 2)
+    flagged = {e["track_id"] for e in replay_at(limit, "split") if e["flagged"]}
+    assert flagged == {track for track, age in lowest.items() if age < limit} and 0 < len(flagged) < 3
 
 
 def test_window_corner_and_status_show_the_recent_rate_not_the_lifetime_average(tmp_path, brightness_tflite,

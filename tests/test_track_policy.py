@@ -166,6 +166,21 @@ def test_a_flag_is_sticky_whatever_later_estimates_say():
     assert len(gate) == 0
 
 
+
+def test_the_lowest_age_says_what_any_margin_would_have_decided():
+    ages = [math.nan, 30.0, 27.25, 29.0, 35.0, math.nan]  # the track's aggregate age, frame by frame
+    for margin in [5.0, 9.25, 9.26, 12.0]:  # limits 23, 27.25, 27.26, 30
+        gate = policy(threshold=18, margin=margin)
+        types, flagged = run_timeline(gate, [([1], [age]) for age in ages])
+        (end,) = gate.finish(len(ages) * FRAME_MS)
+        assert end.lowest_age == 27.25 and end.estimated_age == 35.0
+        assert end.flagged == (27.25 < 18 + margin), margin  # sticky: flagged iff the lowest age fell under the limit
+        assert end.to_dict(18, margin)["lowest_estimated_age"] == 27.25
+    quiet = policy()
+    quiet.update(tracked([2], [math.nan]), 0)
+    (end,) = quiet.finish(FRAME_MS)
+    assert end.lowest_age is None and end.to_dict(18, 5.0)["lowest_estimated_age"] is None
+
 def test_acknowledgement_clears_the_flag_for_good():
     gate = policy()
     gate.update(tracked([1, 2, 3], [19.0, 20.0, 40.0]), 0)

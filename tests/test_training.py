@@ -721,6 +721,29 @@ def test_till_bench_counts_each_age_band_and_reason_per_group_of_customers():
     assert rows["25+"]["flagged"] == 0.5 and rows["0-12"]["by_age"] == 1.0
 
 
+def test_till_bench_reads_every_higher_limit_from_each_customers_lowest_median():
+    from bench.per_customer import till_tradeoff, tradeoff_lines
+
+    def customer(age, lowest, reason=None):
+        return {"age": age, "seen": lowest is not None or reason is not None, "flagged": reason is not None,
+                "reason": reason, "lowest": lowest}
+
+    customers = [customer(15, 22.0, "age"), customer(16, 26.5), customer(14, None, "face_unclear"),
+                 customer(17, 31.0, "uncertain"), customer(30, 25.2), customer(40, 44.0), customer(50, None)]
+    rows = till_tradeoff(customers, 24.5)  # the replay's limit: 18 + 6.5
+    assert [r["limit_years"] for r in rows] == [24.5, *range(25, 46)]
+    at = {r["limit_years"]: r for r in rows}
+    assert at[24.5]["13-17"] == 0.75 and at[24.5]["25+"] == 0.0  # the replay's own decisions
+    assert at[26]["25+"] == 1 / 3 and at[27]["13-17"] == 1.0  # 25.2 under 26; 26.5 under 27
+    assert at[44]["25+"] == 1 / 3 and at[45]["25+"] == 2 / 3  # 44.0 is not under 44; never estimated: never
+    assert "0-12" not in at[25] and "18-24" not in at[25]
+    lines = tradeoff_lines(customers, rows, 18)
+    assert "for 7 of 7 customers" in lines[0]
+    assert lines[2] == "| limit (years) | margin at 18 | 13-17 | 25+ |"
+    assert lines[4] == "| **24.50** | **6.50** | **75.0%** | **0.0%** |" and lines[5] == "| 25.00 | 7.00 | 75.0% | 0.0% |"
+    assert len(lines) == 4 + len(rows)
+
+
 def test_till_bench_counts_each_labelled_group_and_leaves_unlabelled_customers_out():
     from bench.per_customer import flagged_table, group_rows
 
