@@ -50,8 +50,8 @@ def measure(args: argparse.Namespace) -> None:
     if not rows or (expected and found != expected):
         raise AgecheckError(f"{path}: scores sources {sorted(found)}; expected the card's {sorted(expected)}, "
                             "on their validation photos under --degrade camera")
-    true_years = np.array([real for _, (real, _, _) in rows])
-    predicted = np.array([estimate for _, (_, estimate, _) in rows])
+    true_years = np.array([scored.real_age for _, scored in rows])
+    predicted = np.array([scored.predicted_age for _, scored in rows])
     data = dict(card.data)
     calibration = dict(data.get("calibration", {}))
     calibration["tradeoff"] = gate_tradeoff(true_years, predicted)

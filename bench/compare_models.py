@@ -14,15 +14,22 @@ at its own, with the adults 25+ each gate flags then (the trade-off at the same 
 The files may also be `bench/per_customer.py --customers` outputs of two models' replays of
 the same till customers: then the app's own decisions are compared too (customers flagged
 before and after, per age band, and how many changed sides), and customers that a model
-never estimated are left out of the estimate figures.
+never estimated are left out of the estimate figures. Where such a file gives each
+customer's lowest median (``lowest_age``), ``--margins`` also reads the app's decisions at
+those margins from it (a flag is sticky: a customer is asked at any limit above it) and finds
+the narrowest candidate margin at which the candidate's till asks as many minors: any margin
+from one replay per model, exact from each replay's own margin up (replay at
+``--margin-years 0``; below it a customer who would have been flagged ``uncertain`` is missed).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -37,12 +44,34 @@ COLUMNS = ("source", "file_name", "real_age", "predicted_age")
 BANDS = (("under 18", 0, 18), ("13–17", 13, 18), ("18–24", 18, 25), ("25+", 25, 200))
 
 
-def read_predictions(path: Path) -> dict[tuple[str, str], tuple[float, float, bool | None]]:
-    """``{(source, file_name): (real_age, predicted_age, flagged)}`` of a predictions file.
+class Scored(NamedTuple):
+    """One photo or till customer of a predictions file.
 
     ``predicted_age`` is NaN where the cell is empty (a till customer never estimated);
-    ``flagged`` is the app's decision in a per-customer file, None in an evaluate file.
+    ``flagged`` is the app's decision in a per-customer file, None in an evaluate file;
+    ``asked_below`` (per-customer files with ``lowest_age``) the limit above which the app
+    asks the customer: the lowest median, -inf for one flagged for another reason (asked at
+    any limit), +inf for one neither estimated nor flagged (never asked); None otherwise.
     """
+
+    real_age: float
+    predicted_age: float
+    flagged: bool | None
+    asked_below: float | None
+
+
+def asked_below(row: dict) -> float | None:
+    """`Scored.asked_below` of a per-customer file's row; None where the file has no ``lowest_age``."""
+    if "lowest_age" not in row:
+        return None
+    if int(row["flagged"]) and row["reason"] != "age":
+        return -math.inf
+    return float(row["lowest_age"]) if row["lowest_age"] else math.inf
+
+
+def read_predictions(path: Path) -> dict[tuple[str, str], Scored]:
+    """``{(source, file_name): Scored}`` of a predictions file (`agecheck evaluate --predictions`, or
+    `bench/per_customer.py --customers`)."""
     if not path.is_file():
         raise ValueError(f"{path}: no such file; expected an `agecheck evaluate --predictions` CSV")
     with open(path, newline="") as file:
@@ -51,8 +80,9 @@ def read_predictions(path: Path) -> dict[tuple[str, str], tuple[float, float, bo
         if missing:
             raise ValueError(f"{path}: missing columns {missing}; expected {list(COLUMNS)}")
         try:
-            return {(r["source"], r["file_name"]): (float(r["real_age"]), float(r["predicted_age"] or "nan"),
-                                                    bool(int(r["flagged"])) if "flagged" in r else None)
+            return {(r["source"], r["file_name"]): Scored(float(r["real_age"]), float(r["predicted_age"] or "nan"),
+                                                          bool(int(r["flagged"])) if "flagged" in r else None,
+                                                          asked_below(r))
                     for r in reader}
         except ValueError as error:
             raise ValueError(f"{path}: line {reader.line_num}: {error}; expected numeric ages "
@@ -83,7 +113,8 @@ def matched_margin(true: np.ndarray, before: np.ndarray, after: np.ndarray, marg
     margin = 0.0
     if wanted:
         kth = np.sort(after[minors])[wanted - 1]  # the wanted-th lowest estimate must fall under the limit
-        margin = max(0.0, round((np.floor((kth - threshold_age) / step_years) + 1) * step_years, 6))
+        # the first grid step strictly above kth (the 1e-9: 26.2 - 18 is 8.1999... in binary)
+        margin = max(0.0, round((np.floor((kth - threshold_age) / step_years + 1e-9) + 1) * step_years, 6))
     return {"margin_after": margin, "minors": int(minors.sum()), "minors_before": wanted,
             "minors_after": int(gate_flags(after[minors], threshold_age, margin).sum()),
             "adults": int(adults.sum()),
@@ -118,10 +149,17 @@ def compare(before: dict, after: dict, margins: tuple[float, float] | None = Non
     true = np.array([before[k][0] for k in keys])
     if not np.array_equal(true, [after[k][0] for k in keys]):
         raise ValueError("the files label the same photos with different ages; expected the same data")
-    decisions = None
-    if before[keys[0]][2] is not None and after[keys[0]][2] is not None:
-        decisions = decisions_changed(true, np.array([before[k][2] for k in keys]),
-                                      np.array([after[k][2] for k in keys]))
+    decisions = till_matched = None
+    if before[keys[0]].flagged is not None and after[keys[0]].flagged is not None:
+        decisions = decisions_changed(true, np.array([before[k].flagged for k in keys]),
+                                      np.array([after[k].flagged for k in keys]))
+    if margins is not None and before[keys[0]].asked_below is not None and after[keys[0]].asked_below is not None:
+        # the till's decisions at these margins, and its own same protection, from the lowest medians
+        below_before = np.array([before[k].asked_below for k in keys])
+        below_after = np.array([after[k].asked_below for k in keys])
+        decisions = decisions_changed(true, gate_flags(below_before, 18.0, margins[0]),
+                                      gate_flags(below_after, 18.0, margins[1]))
+        till_matched = matched_margin(true, below_before, below_after, margins)
     pred_before = np.array([before[k][1] for k in keys])
     pred_after = np.array([after[k][1] for k in keys])
     estimated = np.isfinite(pred_before) & np.isfinite(pred_after)
@@ -139,6 +177,9 @@ def compare(before: dict, after: dict, margins: tuple[float, float] | None = Non
     results["all"]["not_estimated"] = int((~estimated).sum())
     if decisions is not None:
         results["all"]["decisions"] = decisions
+        results["all"]["decisions_at"] = "margins" if till_matched is not None else "replays"
+    if till_matched is not None:
+        results["all"]["till_matched"] = till_matched
     return results
 
 
@@ -163,7 +204,9 @@ def markdown(results: dict[str, dict], before_name: str, after_name: str) -> str
         lines += ["", f"{results['all']['not_estimated']} left out of these figures: not estimated by one "
                   "model or both (never seen, or the quality gate refused every frame)."]
     if "decisions" in results["all"]:
-        lines += ["", "The app's decisions, customer by customer: flagged for an ID check (for any reason) "
+        at = ("at the margins above, read from each customer's lowest median" if results["all"]["decisions_at"]
+              == "margins" else "as replayed")
+        lines += ["", f"The app's decisions, customer by customer ({at}): flagged for an ID check (for any reason) "
                   "before and after, and those that changed sides:", "",
                   "| true age | customers | flagged before → after | lost | gained |",
                   "| --- | ---: | ---: | ---: | ---: |"]
@@ -181,6 +224,12 @@ def markdown(results: dict[str, dict], before_name: str, after_name: str) -> str
         lines += ["", f"At the same protection: from margin {m['margin_after']:.1f} the candidate's estimates flag "
                   f"as many minors as before ({m['minors_after']} of {m['minors']}, before {m['minors_before']}); "
                   f"adults 25+ flagged then: {m['adults_before']} → {m['adults_after']} of {m['adults']}."]
+    if "till_matched" in results["all"]:
+        m = results["all"]["till_matched"]
+        lines += ["", f"At the same protection at the till: from margin {m['margin_after']:.1f} the candidate's "
+                  f"till asks as many minors as before ({m['minors_after']} of {m['minors']}, before "
+                  f"{m['minors_before']}), for any reason; adults 25+ asked then: {m['adults_before']} → "
+                  f"{m['adults_after']} of {m['adults']}."]
     return "\n".join(lines) + "\n"
 
 

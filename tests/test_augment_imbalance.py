@@ -445,6 +445,35 @@ def test_compare_models_pairs_two_replays_of_the_same_customers(tmp_path):
     assert "changed sides" in (tmp_path / "paired_margin6.92.md").read_text()
 
 
+def test_compare_models_reads_the_tills_decisions_at_any_margin_from_the_lowest_medians(tmp_path):
+    from bench.compare_models import compare, markdown, read_predictions
+
+    header = "source,file_name,real_age,predicted_age,seen,flagged,reason,lowest_age\n"
+    # (age, before: flagged, reason, lowest; after: the same), replayed at margin 0 (limit 18)
+    customers = [(15, (0, "", 22.0), (0, "", 25.5)), (16, (1, "face_unclear", ""), (1, "face_unclear", "")),
+                 (14, (0, "", 24.5), (0, "", 26.2)), (17, (1, "age", 17.0), (0, "", 19.0)),
+                 (30, (0, "", 24.0), (0, "", 26.0)), (40, (1, "uncertain", 41.0), (0, "", 45.0)),
+                 (50, (0, "", ""), (0, "", ""))]  # the last: seen by neither, never asked
+    files = {}
+    for side in (1, 2):
+        files[side] = tmp_path / f"{side}.csv"
+        files[side].write_text(header + "".join(
+            f"a,{i}.jpg,{c[0]},{c[side][2]},1,{c[side][0]},{c[side][1]},{c[side][2]}\n" for i, c in enumerate(customers)))
+    results = compare(read_predictions(files[1]), read_predictions(files[2]), (6.92, 6.92))
+    # at limit 24.92 before: 22.0, unclear, 24.5, 17.0 (minors) and 24.0, uncertain (adults); after: unclear, 19.0
+    by_band = {d["band"]: d for d in results["all"]["decisions"]}
+    assert (by_band["under 18"]["flagged_before"], by_band["under 18"]["flagged_after"]) == (4, 2)
+    assert (by_band["25+"]["flagged_before"], by_band["25+"]["flagged_after"]) == (2, 0)
+    # the candidate asks all 4 minors again from the first 0.1 step above its 4th lowest, 26.2
+    assert results["all"]["till_matched"] == {"margin_after": 8.3, "minors": 4, "minors_before": 4, "minors_after": 4,
+                                              "adults": 3, "adults_before": 2, "adults_after": 1}
+    text = markdown(results, "1.csv", "2.csv")
+    assert "read from each customer's lowest median" in text and "from margin 8.3 the candidate's till" in text
+    as_replayed = compare(read_predictions(files[1]), read_predictions(files[2]))  # no margins: the replays' flags
+    assert {d["band"]: d["flagged_before"] for d in as_replayed["all"]["decisions"]}["under 18"] == 2
+    assert "till_matched" not in as_replayed["all"] and as_replayed["all"]["decisions_at"] == "replays"
+
+
 def test_matched_margin_widens_the_candidates_gate_until_it_asks_as_many_minors():
     from bench.compare_models import matched_margin
 
