@@ -163,6 +163,46 @@ def card(config_path, model, threshold_age, margin_years):
         click.echo(line)
 
 
+@main.command()
+@click.argument("events", nargs=-1, required=True, type=click.Path())
+@_common_options
+@user_errors
+def margins(events, config_path, model, threshold_age, margin_years):
+    """Whom each margin would have asked at your till, read back from its EVENTS files.
+
+    Beside the card's per-photo shares of 13-17s and adults 25+ (what a margin protects),
+    the share of the till's own customers each margin would have asked (what it costs there).
+    """
+    from pathlib import Path
+
+    import numpy as np
+
+    from edge_app.margins import margin_lines, read_till_events
+    from edge_app.model_card import ModelCard
+
+    config = _app_config(config_path, model, threshold_age, margin_years, display=False)
+    customers = read_till_events(events)
+    card = ModelCard.load(config.age_model.model_path) if Path(config.age_model.model_path).is_file() else None
+    policy = config.policy
+    margin = policy.margin_years if policy.margin_years is not None else (card.mae_years if card else None)
+    if margin is None:
+        raise AgecheckError(f"age model {config.age_model.model_path} does not exist and no margin was given; "
+                            "expected --model with its card, or --margin-years")
+    asked = customers.reason != ""
+    by_reason = ", ".join(f"{int((customers.reason == r).sum())} {r}" for r in dict.fromkeys(customers.reason[asked]))
+    click.echo(f"{len(customers)} customers (tracks) in {len(events)} events file(s), recorded at estimate below "
+               f"{' / '.join(f'{limit:g}' for limit in customers.limits_years)}: {int(asked.sum())} asked for ID"
+               f"{f' ({by_reason})' if by_reason else ''}, {int(np.isnan(customers.lowest_age_years).sum())} "
+               "never estimated")
+    click.echo(f"gate in force: ask for ID when the estimate is below {policy.threshold_age:g} + {margin:.2f} = "
+               f"{policy.threshold_age + margin:.2f}")
+    if card is not None and card.tradeoff:
+        click.echo("(card): the card's validation photos under the camera mix, one photo per person")
+    click.echo("")
+    for line in margin_lines(customers, policy.threshold_age, margin, card):
+        click.echo(line)
+
+
 class _LazyProgress:
     """A progress bar that appears with the first frame, so start-up errors print alone."""
 
