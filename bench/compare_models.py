@@ -60,13 +60,23 @@ class Scored(NamedTuple):
     asked_below: float | None
 
 
-def asked_below(row: dict) -> float | None:
-    """`Scored.asked_below` of a per-customer file's row; None where the file has no ``lowest_age``."""
-    if "lowest_age" not in row:
-        return None
-    if int(row["flagged"]) and row["reason"] != "age":
+def asked_below(flagged: bool, reason: str | None, lowest_age: float | None) -> float:
+    """The limit above which the app asks a till customer for ID, from one replay (`Scored.asked_below`).
+
+    A flag is sticky: the customer is asked by age at any limit above their lowest median;
+    one the replay flagged for another reason (``face_unclear``: never an age; ``uncertain``:
+    spread estimates) is asked at any limit from the replay's own up, by that reason or by age.
+    """
+    if flagged and reason != "age":
         return -math.inf
-    return float(row["lowest_age"]) if row["lowest_age"] else math.inf
+    return math.inf if lowest_age is None else float(lowest_age)
+
+
+def _asked_below(row: dict) -> float | None:
+    if "lowest_age" not in row:  # a customers file from before 2026-11-27, or an evaluate file
+        return None
+    lowest = float(row["lowest_age"]) if row["lowest_age"] else None
+    return asked_below(bool(int(row["flagged"])), row["reason"], lowest)
 
 
 def read_predictions(path: Path) -> dict[tuple[str, str], Scored]:
@@ -82,7 +92,7 @@ def read_predictions(path: Path) -> dict[tuple[str, str], Scored]:
         try:
             return {(r["source"], r["file_name"]): Scored(float(r["real_age"]), float(r["predicted_age"] or "nan"),
                                                           bool(int(r["flagged"])) if "flagged" in r else None,
-                                                          asked_below(r))
+                                                          _asked_below(r))
                     for r in reader}
         except ValueError as error:
             raise ValueError(f"{path}: line {reader.line_num}: {error}; expected numeric ages "
@@ -149,17 +159,22 @@ def compare(before: dict, after: dict, margins: tuple[float, float] | None = Non
     true = np.array([before[k][0] for k in keys])
     if not np.array_equal(true, [after[k][0] for k in keys]):
         raise ValueError("the files label the same photos with different ages; expected the same data")
-    decisions = till_matched = None
+    decisions = till_matched = till_key = None
     if before[keys[0]].flagged is not None and after[keys[0]].flagged is not None:
         decisions = decisions_changed(true, np.array([before[k].flagged for k in keys]),
                                       np.array([after[k].flagged for k in keys]))
-    if margins is not None and before[keys[0]].asked_below is not None and after[keys[0]].asked_below is not None:
-        # the till's decisions at these margins, and its own same protection, from the lowest medians
+    if before[keys[0]].asked_below is not None and after[keys[0]].asked_below is not None:
+        # From the lowest medians: the till's own key figure (every customer, fail-safe flags
+        # included), and with margins its decisions there and its own same protection.
         below_before = np.array([before[k].asked_below for k in keys])
         below_after = np.array([after[k].asked_below for k in keys])
-        decisions = decisions_changed(true, gate_flags(below_before, 18.0, margins[0]),
-                                      gate_flags(below_after, 18.0, margins[1]))
-        till_matched = matched_margin(true, below_before, below_after, margins)
+        with np.errstate(invalid="ignore"):  # the infinities' MAE means nothing; only the key is kept
+            change = paired_change(true, below_before, below_after)
+        till_key = {key: change[key] for key in ("key_before", "key_after", "key_change", "key_change_ci95")}
+        if margins is not None:
+            decisions = decisions_changed(true, gate_flags(below_before, 18.0, margins[0]),
+                                          gate_flags(below_after, 18.0, margins[1]))
+            till_matched = matched_margin(true, below_before, below_after, margins)
     pred_before = np.array([before[k][1] for k in keys])
     pred_after = np.array([after[k][1] for k in keys])
     estimated = np.isfinite(pred_before) & np.isfinite(pred_after)
@@ -180,6 +195,8 @@ def compare(before: dict, after: dict, margins: tuple[float, float] | None = Non
         results["all"]["decisions_at"] = "margins" if till_matched is not None else "replays"
     if till_matched is not None:
         results["all"]["till_matched"] = till_matched
+    if till_key is not None:
+        results["all"]["till_key"] = till_key
     return results
 
 
@@ -203,6 +220,11 @@ def markdown(results: dict[str, dict], before_name: str, after_name: str) -> str
     if results["all"]["not_estimated"]:
         lines += ["", f"{results['all']['not_estimated']} left out of these figures: not estimated by one "
                   "model or both (never seen, or the quality gate refused every frame)."]
+    if "till_key" in results["all"]:
+        k = results["all"]["till_key"]
+        lines += ["", "The till's own key figure, read from each customer's lowest median (every customer, "
+                  f"fail-safe flags included: 13–17s asked where 10% of adults 25+ are): {k['key_before']:.1%} → "
+                  f"{k['key_after']:.1%}, change {points(k['key_change'], k['key_change_ci95'])} points."]
     if "decisions" in results["all"]:
         at = ("at the margins above, read from each customer's lowest median" if results["all"]["decisions_at"]
               == "margins" else "as replayed")

@@ -45,6 +45,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.compare_models import asked_below  # noqa: E402
 from bench.report import photo_bench_parser, public_settings, run_bench, write_report  # noqa: E402
 from edge_app.config import PolicyConfig  # noqa: E402
 from edge_app.errors import AgecheckError  # noqa: E402
@@ -115,13 +116,9 @@ def flagged_at(customer: dict, limit_years: float) -> bool:
     """Whether the app would have flagged ``customer`` had its limit (threshold + margin) been
     ``limit_years``, at or above the replay's own.
 
-    A flag is sticky, so a customer is flagged by age at any limit above their lowest median
-    (``lowest``); one the replay flagged for another reason (``face_unclear``: never an age;
-    ``uncertain``: spread estimates while at or above the replay's limit) would be flagged at
-    any higher limit too, by that reason or by age.
+    `bench.compare_models.asked_below` of the customer's lowest median (``lowest``).
     """
-    return ((customer["flagged"] and customer["reason"] != "age")
-            or (customer["lowest"] is not None and customer["lowest"] < limit_years))
+    return asked_below(customer["flagged"], customer["reason"], customer["lowest"]) < limit_years
 
 
 def till_tradeoff(customers: list[dict], replay_limit_years: float) -> list[dict]:

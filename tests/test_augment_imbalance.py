@@ -467,8 +467,13 @@ def test_compare_models_reads_the_tills_decisions_at_any_margin_from_the_lowest_
     # the candidate asks all 4 minors again from the first 0.1 step above its 4th lowest, 26.2
     assert results["all"]["till_matched"] == {"margin_after": 8.3, "minors": 4, "minors_before": 4, "minors_after": 4,
                                               "adults": 3, "adults_before": 2, "adults_after": 1}
+    # the till's key figure: before, the adults' 10% cut is the uncertain one (asked at any limit): no teen
+    # under it; after, the cut is 26.0, and 25.5, 19.0 and the unclear teen are under it
+    till_key = results["all"]["till_key"]
+    assert (till_key["key_before"], till_key["key_after"]) == (0.0, 0.75)
     text = markdown(results, "1.csv", "2.csv")
     assert "read from each customer's lowest median" in text and "from margin 8.3 the candidate's till" in text
+    assert "The till's own key figure" in text and "0.0% → 75.0%" in text
     as_replayed = compare(read_predictions(files[1]), read_predictions(files[2]))  # no margins: the replays' flags
     assert {d["band"]: d["flagged_before"] for d in as_replayed["all"]["decisions"]}["under 18"] == 2
     assert "till_matched" not in as_replayed["all"] and as_replayed["all"]["decisions_at"] == "replays"
