@@ -168,9 +168,13 @@ def compare(before: dict, after: dict, margins: tuple[float, float] | None = Non
         # included), and with margins its decisions there and its own same protection.
         below_before = np.array([before[k].asked_below for k in keys])
         below_after = np.array([after[k].asked_below for k in keys])
+        by_age = np.isfinite(below_before) & np.isfinite(below_after)  # estimated, flagged by age or not at all
+        keep = ("key_before", "key_after", "key_change", "key_change_ci95")
         with np.errstate(invalid="ignore"):  # the infinities' MAE means nothing; only the key is kept
             change = paired_change(true, below_before, below_after)
-        till_key = {key: change[key] for key in ("key_before", "key_after", "key_change", "key_change_ci95")}
+        by_age_change = paired_change(true[by_age], below_before[by_age], below_after[by_age])
+        till_key = {key: change[key] for key in keep} | {
+            "by_age_customers": int(by_age.sum()), "by_age": {key: by_age_change[key] for key in keep}}
         if margins is not None:
             decisions = decisions_changed(true, gate_flags(below_before, 18.0, margins[0]),
                                           gate_flags(below_after, 18.0, margins[1]))
@@ -222,9 +226,13 @@ def markdown(results: dict[str, dict], before_name: str, after_name: str) -> str
                   "model or both (never seen, or the quality gate refused every frame)."]
     if "till_key" in results["all"]:
         k = results["all"]["till_key"]
+        age = k["by_age"]
         lines += ["", "The till's own key figure, read from each customer's lowest median (every customer, "
                   f"fail-safe flags included: 13–17s asked where 10% of adults 25+ are): {k['key_before']:.1%} → "
-                  f"{k['key_after']:.1%}, change {points(k['key_change'], k['key_change_ci95'])} points."]
+                  f"{k['key_after']:.1%}, change {points(k['key_change'], k['key_change_ci95'])} points; by age "
+                  f"alone (the {k['by_age_customers']} customers both models estimated and neither flagged for "
+                  f"another reason): {cell(age['key_before'], '.1%')} → {cell(age['key_after'], '.1%')}, "
+                  f"change {points(age['key_change'], age['key_change_ci95'])} points."]
     if "decisions" in results["all"]:
         at = ("at the margins above, read from each customer's lowest median" if results["all"]["decisions_at"]
               == "margins" else "as replayed")

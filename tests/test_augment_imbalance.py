@@ -457,8 +457,9 @@ def test_compare_models_reads_the_tills_decisions_at_any_margin_from_the_lowest_
     files = {}
     for side in (1, 2):
         files[side] = tmp_path / f"{side}.csv"
-        files[side].write_text(header + "".join(
-            f"a,{i}.jpg,{c[0]},{c[side][2]},1,{c[side][0]},{c[side][1]},{c[side][2]}\n" for i, c in enumerate(customers)))
+        rows = [f"a,{i}.jpg,{c[0]},{c[side][2]},1,{c[side][0]},{c[side][1]},{c[side][2]}\n"
+                for i, c in enumerate(customers)]
+        files[side].write_text(header + "".join(rows))
     results = compare(read_predictions(files[1]), read_predictions(files[2]), (6.92, 6.92))
     # at limit 24.92 before: 22.0, unclear, 24.5, 17.0 (minors) and 24.0, uncertain (adults); after: unclear, 19.0
     by_band = {d["band"]: d for d in results["all"]["decisions"]}
@@ -471,6 +472,8 @@ def test_compare_models_reads_the_tills_decisions_at_any_margin_from_the_lowest_
     # under it; after, the cut is 26.0, and 25.5, 19.0 and the unclear teen are under it
     till_key = results["all"]["till_key"]
     assert (till_key["key_before"], till_key["key_after"]) == (0.0, 0.75)
+    # by age alone: the unclear teen, the uncertain adult and the adult never estimated are left out
+    assert till_key["by_age_customers"] == 4 and till_key["by_age"]["key_after"] == 2 / 3
     text = markdown(results, "1.csv", "2.csv")
     assert "read from each customer's lowest median" in text and "from margin 8.3 the candidate's till" in text
     assert "The till's own key figure" in text and "0.0% → 75.0%" in text

@@ -740,7 +740,8 @@ def test_till_bench_reads_every_higher_limit_from_each_customers_lowest_median()
     lines = tradeoff_lines(customers, rows, 18)
     assert "for 7 of 7 customers" in lines[0]
     assert lines[2] == "| limit (years) | margin at 18 | 13-17 | 25+ |"
-    assert lines[4] == "| **24.50** | **6.50** | **75.0%** | **0.0%** |" and lines[5] == "| 25.00 | 7.00 | 75.0% | 0.0% |"
+    assert lines[4] == "| **24.50** | **6.50** | **75.0%** | **0.0%** |"
+    assert lines[5] == "| 25.00 | 7.00 | 75.0% | 0.0% |"
     assert len(lines) == 4 + len(rows)
 
 
