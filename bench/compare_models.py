@@ -132,6 +132,16 @@ def matched_margin(true: np.ndarray, before: np.ndarray, after: np.ndarray, marg
             "adults_after": int(gate_flags(after[adults], threshold_age, margin).sum())}
 
 
+def _decisions(scored: list[Scored], margin: float | None) -> tuple[np.ndarray, str] | None:
+    """The app's decision per till customer, and how it was had: read at ``margin`` from the
+    lowest medians where the file has them, else as replayed; None for an evaluate file."""
+    if scored[0].flagged is None:
+        return None
+    if margin is not None and scored[0].asked_below is not None:
+        return gate_flags(np.array([s.asked_below for s in scored]), 18.0, margin), f"read at margin {margin:g}"
+    return np.array([s.flagged for s in scored]), "as replayed"
+
+
 def decisions_changed(true: np.ndarray, before: np.ndarray, after: np.ndarray) -> list[dict]:
     """Per age band: customers the app flagged before and after, and how many changed sides."""
     rows = []
@@ -160,12 +170,14 @@ def compare(before: dict, after: dict, margins: tuple[float, float] | None = Non
     if not np.array_equal(true, [after[k][0] for k in keys]):
         raise ValueError("the files label the same photos with different ages; expected the same data")
     decisions = till_matched = till_key = None
-    if before[keys[0]].flagged is not None and after[keys[0]].flagged is not None:
-        decisions = decisions_changed(true, np.array([before[k].flagged for k in keys]),
-                                      np.array([after[k].flagged for k in keys]))
+    decided = [_decisions([scored[k] for k in keys], margin)
+               for scored, margin in zip((before, after), margins or (None, None), strict=True)]
+    if None not in decided:
+        decisions = decisions_changed(true, decided[0][0], decided[1][0])
+        decisions_at = {"before": decided[0][1], "after": decided[1][1]}
     if before[keys[0]].asked_below is not None and after[keys[0]].asked_below is not None:
         # From the lowest medians: the till's own key figure (every customer, fail-safe flags
-        # included), and with margins its decisions there and its own same protection.
+        # included), and with margins its own same protection.
         below_before = np.array([before[k].asked_below for k in keys])
         below_after = np.array([after[k].asked_below for k in keys])
         by_age = np.isfinite(below_before) & np.isfinite(below_after)  # estimated, flagged by age or not at all
@@ -176,8 +188,6 @@ def compare(before: dict, after: dict, margins: tuple[float, float] | None = Non
         till_key = {key: change[key] for key in keep} | {
             "by_age_customers": int(by_age.sum()), "by_age": {key: by_age_change[key] for key in keep}}
         if margins is not None:
-            decisions = decisions_changed(true, gate_flags(below_before, 18.0, margins[0]),
-                                          gate_flags(below_after, 18.0, margins[1]))
             till_matched = matched_margin(true, below_before, below_after, margins)
     pred_before = np.array([before[k][1] for k in keys])
     pred_after = np.array([after[k][1] for k in keys])
@@ -196,7 +206,7 @@ def compare(before: dict, after: dict, margins: tuple[float, float] | None = Non
     results["all"]["not_estimated"] = int((~estimated).sum())
     if decisions is not None:
         results["all"]["decisions"] = decisions
-        results["all"]["decisions_at"] = "margins" if till_matched is not None else "replays"
+        results["all"]["decisions_at"] = decisions_at
     if till_matched is not None:
         results["all"]["till_matched"] = till_matched
     if till_key is not None:
@@ -234,9 +244,9 @@ def markdown(results: dict[str, dict], before_name: str, after_name: str) -> str
                   f"another reason): {cell(age['key_before'], '.1%')} → {cell(age['key_after'], '.1%')}, "
                   f"change {points(age['key_change'], age['key_change_ci95'])} points."]
     if "decisions" in results["all"]:
-        at = ("at the margins above, read from each customer's lowest median" if results["all"]["decisions_at"]
-              == "margins" else "as replayed")
-        lines += ["", f"The app's decisions, customer by customer ({at}): flagged for an ID check (for any reason) "
+        at = results["all"]["decisions_at"]
+        lines += ["", f"The app's decisions, customer by customer (before {at['before']}, after {at['after']}; "
+                  "read: from each customer's lowest median): flagged for an ID check (for any reason) "
                   "before and after, and those that changed sides:", "",
                   "| true age | customers | flagged before → after | lost | gained |",
                   "| --- | ---: | ---: | ---: | ---: |"]

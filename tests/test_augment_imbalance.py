@@ -475,11 +475,19 @@ def test_compare_models_reads_the_tills_decisions_at_any_margin_from_the_lowest_
     # by age alone: the unclear teen, the uncertain adult and the adult never estimated are left out
     assert till_key["by_age_customers"] == 4 and till_key["by_age"]["key_after"] == 2 / 3
     text = markdown(results, "1.csv", "2.csv")
-    assert "read from each customer's lowest median" in text and "from margin 8.3 the candidate's till" in text
+    assert "(before read at margin 6.92, after read at margin 6.92;" in text
+    assert "from margin 8.3 the candidate's till" in text
     assert "The till's own key figure" in text and "0.0% → 75.0%" in text
     as_replayed = compare(read_predictions(files[1]), read_predictions(files[2]))  # no margins: the replays' flags
     assert {d["band"]: d["flagged_before"] for d in as_replayed["all"]["decisions"]}["under 18"] == 2
-    assert "till_matched" not in as_replayed["all"] and as_replayed["all"]["decisions_at"] == "replays"
+    assert "till_matched" not in as_replayed["all"]
+    assert as_replayed["all"]["decisions_at"] == {"before": "as replayed", "after": "as replayed"}
+    # a file without the lowest medians (as written before them) is taken as replayed beside one read at a margin
+    files[1].write_text("\n".join(",".join(line.split(",")[:7]) for line in files[1].read_text().splitlines()) + "\n")
+    mixed = compare(read_predictions(files[1]), read_predictions(files[2]), (6.92, 6.92))
+    assert mixed["all"]["decisions_at"] == {"before": "as replayed", "after": "read at margin 6.92"}
+    assert {d["band"]: d["flagged_before"] for d in mixed["all"]["decisions"]}["under 18"] == 2
+    assert "till_key" not in mixed["all"] and "till_matched" not in mixed["all"]
 
 
 def test_matched_margin_widens_the_candidates_gate_until_it_asks_as_many_minors():
