@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -37,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import write_report  # noqa: E402
+from edge_app.margins import asked_below  # noqa: E402
 from training.evaluate import cell  # noqa: E402
 from training.metrics import gate_flags, paired_change, teens_and_adults  # noqa: E402
 
@@ -60,23 +60,11 @@ class Scored(NamedTuple):
     asked_below: float | None
 
 
-def asked_below(flagged: bool, reason: str | None, lowest_age: float | None) -> float:
-    """The limit above which the app asks a till customer for ID, from one replay (`Scored.asked_below`).
-
-    A flag is sticky: the customer is asked by age at any limit above their lowest median;
-    one the replay flagged for another reason (``face_unclear``: never an age; ``uncertain``:
-    spread estimates) is asked at any limit from the replay's own up, by that reason or by age.
-    """
-    if flagged and reason != "age":
-        return -math.inf
-    return math.inf if lowest_age is None else float(lowest_age)
-
-
 def _asked_below(row: dict) -> float | None:
+    """`edge_app.margins.asked_below` of a per-customer file's row: its reason and lowest median."""
     if "lowest_age" not in row:  # a customers file from before 2026-11-27, or an evaluate file
         return None
-    lowest = float(row["lowest_age"]) if row["lowest_age"] else None
-    return asked_below(bool(int(row["flagged"])), row["reason"], lowest)
+    return asked_below(row["reason"], float(row["lowest_age"]) if row["lowest_age"] else None)
 
 
 def read_predictions(path: Path) -> dict[tuple[str, str], Scored]:

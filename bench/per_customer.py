@@ -45,10 +45,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.compare_models import asked_below  # noqa: E402
 from bench.report import photo_bench_parser, public_settings, run_bench, write_report  # noqa: E402
 from edge_app.config import PolicyConfig  # noqa: E402
 from edge_app.errors import AgecheckError  # noqa: E402
+from edge_app.margins import asked_below  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
 from training.data import GENDERS, RACES, LabelledImages, load_sources, read_rgb, select  # noqa: E402
 from training.degrade import degrade  # noqa: E402
@@ -116,9 +116,10 @@ def flagged_at(customer: dict, limit_years: float) -> bool:
     """Whether the app would have flagged ``customer`` had its limit (threshold + margin) been
     ``limit_years``, at or above the replay's own.
 
-    `bench.compare_models.asked_below` of the customer's lowest median (``lowest``).
+    `edge_app.margins.asked_below` of the customer's first alert's ``reason`` and lowest
+    median over their tracks (``lowest``).
     """
-    return asked_below(customer["flagged"], customer["reason"], customer["lowest"]) < limit_years
+    return asked_below(customer["reason"], customer["lowest"]) < limit_years
 
 
 def till_tradeoff(customers: list[dict], replay_limit_years: float) -> list[dict]:

@@ -175,8 +175,6 @@ def margins(events, config_path, model, threshold_age, margin_years):
     """
     from pathlib import Path
 
-    import numpy as np
-
     from edge_app.margins import margin_lines, read_till_events
     from edge_app.model_card import ModelCard
 
@@ -188,12 +186,7 @@ def margins(events, config_path, model, threshold_age, margin_years):
     if margin is None:
         raise AgecheckError(f"age model {config.age_model.model_path} does not exist and no margin was given; "
                             "expected --model with its card, or --margin-years")
-    asked = customers.reason != ""
-    by_reason = ", ".join(f"{int((customers.reason == r).sum())} {r}" for r in dict.fromkeys(customers.reason[asked]))
-    click.echo(f"{len(customers)} customers (tracks) in {len(events)} events file(s), recorded at estimate below "
-               f"{' / '.join(f'{limit:g}' for limit in customers.limits_years)}: {int(asked.sum())} asked for ID"
-               f"{f' ({by_reason})' if by_reason else ''}, {int(np.isnan(customers.lowest_age_years).sum())} "
-               "never estimated")
+    click.echo(customers.summary())
     click.echo(f"gate in force: ask for ID when the estimate is below {policy.threshold_age:g} + {margin:.2f} = "
                f"{policy.threshold_age + margin:.2f}")
     if card is not None and card.tradeoff:

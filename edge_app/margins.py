@@ -12,6 +12,7 @@ tracker and found again is two tracks, so counts are tracks, not people.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,29 +24,53 @@ from edge_app.model_card import ModelCard
 from edge_app.policy import REASON_AGE, TRACK_END
 
 
+def asked_below(reason: str | None, lowest_age_years: float | None) -> float:
+    """The limit (threshold + margin) above which a customer is asked for ID, from their events.
+
+    Their lowest aggregate age; -inf for one flagged for a reason other than age (asked at
+    any limit: at the events' own and above exactly, and below it too unless their estimates
+    would have spread without a flag there); +inf for one never estimated nor flagged.
+
+    Args:
+        reason: why the customer was flagged (``age``, ``face_unclear``, ``uncertain``), None
+            or ``""`` if never.
+        lowest_age_years: their ``lowest_estimated_age``, None if never estimated.
+    """
+    if reason and reason != REASON_AGE:
+        return -math.inf
+    return math.inf if lowest_age_years is None else float(lowest_age_years)
+
+
 @dataclass(frozen=True)
 class TillCustomers:
     """The customers (tracks) of a till's events.
 
     Attributes:
-        lowest_age_years: (n,) the lowest aggregate age of each track; NaN for one never estimated.
+        asked_below_years: (n,) `asked_below` of each track.
         reason: (n,) why each track was flagged as recorded (``age``, ``face_unclear``,
             ``uncertain``), ``""`` for one never flagged.
         limits_years: the limits (threshold + margin) the events were recorded under.
     """
 
-    lowest_age_years: np.ndarray
+    asked_below_years: np.ndarray
     reason: np.ndarray
     limits_years: tuple[float, ...]
 
     def __len__(self) -> int:
-        return len(self.lowest_age_years)
+        return len(self.asked_below_years)
 
     def asked_at(self, limit_years: float) -> np.ndarray:
         """(n,) bool: whom a gate asking below ``limit_years`` would have asked for ID."""
-        otherwise = (self.reason != "") & (self.reason != REASON_AGE)
-        with np.errstate(invalid="ignore"):
-            return otherwise | (self.lowest_age_years < limit_years)
+        return self.asked_below_years < limit_years
+
+    def summary(self) -> str:
+        """One line: how many customers, at which limits, how many asked and why, how many never estimated."""
+        asked = self.reason != ""
+        why = ", ".join(f"{int((self.reason == r).sum())} {r}" for r in dict.fromkeys(self.reason[asked].tolist()))
+        never = int((self.asked_below_years == math.inf).sum())
+        return (f"{len(self)} customers (tracks), recorded at estimate below "
+                f"{' / '.join(f'{limit:g}' for limit in self.limits_years)}: {int(asked.sum())} asked for ID"
+                f"{f' ({why})' if why else ''}, {never} never estimated")
 
 
 def read_till_events(paths: Iterable[str | Path]) -> TillCustomers:
@@ -55,7 +80,7 @@ def read_till_events(paths: Iterable[str | Path]) -> TillCustomers:
         AgecheckError: a file missing or not JSON lines, events written before they carried
             ``lowest_estimated_age``, or no customer at all.
     """
-    lowest, reasons, limits = [], [], set()
+    below, reasons, limits = [], [], set()
     names = []
     for path in map(Path, paths):
         names.append(path.name)
@@ -74,14 +99,18 @@ def read_till_events(paths: Iterable[str | Path]) -> TillCustomers:
                 if "lowest_estimated_age" not in record:
                     raise AgecheckError(f"{path}:{number}: a track_end without lowest_estimated_age; expected "
                                         "events written by agecheck since 2026-11-27")
-                value = record["lowest_estimated_age"]
-                lowest.append(np.nan if value is None else float(value))
-                reasons.append(record.get("reason") or "")
-                limits.add(round(float(record["threshold_age"]) + float(record["margin_years"]), 2))
-    if not lowest:
+                try:
+                    value, reason = record["lowest_estimated_age"], record.get("reason") or ""
+                    below.append(asked_below(reason, None if value is None else float(value)))
+                    limits.add(round(float(record["threshold_age"]) + float(record["margin_years"]), 2))
+                except (KeyError, TypeError, ValueError):
+                    raise AgecheckError(f"{path}:{number}: a track_end without numeric lowest_estimated_age, "
+                                        "threshold_age and margin_years; expected agecheck's events") from None
+                reasons.append(reason)
+    if not below:
         raise AgecheckError(f"no customer in {', '.join(names)} (no track_end event); expected the events of a "
                             "run in which customers came and went")
-    return TillCustomers(np.array(lowest, np.float64), np.array(reasons), tuple(sorted(limits)))
+    return TillCustomers(np.array(below, np.float64), np.array(reasons), tuple(sorted(limits)))
 
 
 def margin_lines(customers: TillCustomers, threshold_age: float, margin_years: float, card: ModelCard | None = None,

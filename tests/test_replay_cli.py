@@ -145,8 +145,7 @@ def test_the_lowest_age_of_one_replay_gives_any_higher_limits_decisions(tmp_path
                                       "--margin-years", "10"])
     assert shown.exit_code == 0, shown.output
     lines = shown.output.splitlines()
-    assert lines[0] == "3 customers (tracks) in 1 events file(s), recorded at estimate below 1: 0 asked for ID, " \
-                       "0 never estimated"
+    assert lines[0] == "3 customers (tracks), recorded at estimate below 1: 0 asked for ID, 0 never estimated"
     assert "| margin | estimate below | your customers asked | 13-17 asked (card) | 25+ asked (card) |" in lines
     (bold,) = [line for line in lines if "**" in line]
     assert bold.startswith(f"| **10** | **{limit:g}** | **{len(flagged) / 3:.0%} ({len(flagged)})** |")
@@ -158,11 +157,15 @@ def test_margins_refuses_what_is_not_a_tills_events_with_one_line(tmp_path):
     old.write_text('{"type": "track_start", "track_id": 1}\n{"type": "track_end", "track_id": 1, "reason": null}\n')
     garbled = tmp_path / "garbled.jsonl"
     garbled.write_text('{"type": "track_start", "track_id": 1}\nnot json\n')
+    wordy = tmp_path / "wordy.jsonl"
+    wordy.write_text('{"type": "track_end", "track_id": 1, "lowest_estimated_age": "young", "threshold_age": 18, '
+                     '"margin_years": 5}\n')
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"type": "track_start", "track_id": 1, "threshold_age": 18, "margin_years": 5}\n')
     for path, expected in [(tmp_path / "none.jsonl", "none.jsonl: no such file; expected an events file"),
                            (old, "old.jsonl:2: a track_end without lowest_estimated_age; expected events written"),
                            (garbled, "garbled.jsonl:2: not an event; expected one JSON event per line"),
+                           (wordy, "wordy.jsonl:1: a track_end without numeric lowest_estimated_age"),
                            (empty, "no customer in empty.jsonl (no track_end event)")]:
         result = CliRunner().invoke(main, ["margins", str(path)])
         lines = [line for line in result.output.splitlines() if line.strip()]

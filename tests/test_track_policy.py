@@ -181,6 +181,20 @@ def test_the_lowest_age_says_what_any_margin_would_have_decided():
     (end,) = quiet.finish(FRAME_MS)
     assert end.lowest_age is None and end.to_dict(18, 5.0)["lowest_estimated_age"] is None
 
+def test_asked_below_counts_an_acknowledged_customer_and_every_fail_safe_flag():
+    from edge_app.margins import asked_below
+
+    gate = policy()  # limit 23
+    gate.update(tracked([1], [19.0]), 0)
+    gate.acknowledge(FRAME_MS)
+    (end,) = gate.finish(2 * FRAME_MS)
+    record = end.to_dict(18, 5.0)
+    assert record["flagged"] is False and record["reason"] == "age"  # the cashier checked: still one who was asked
+    assert asked_below(record["reason"], record["lowest_estimated_age"]) == 19.0
+    assert asked_below("face_unclear", None) == asked_below("uncertain", 40.0) == -math.inf  # asked at any limit
+    assert asked_below(None, 30.0) == 30.0 and asked_below("", None) == math.inf  # never estimated: never asked
+
+
 def test_acknowledgement_clears_the_flag_for_good():
     gate = policy()
     gate.update(tracked([1, 2, 3], [19.0, 20.0, 40.0]), 0)
