@@ -721,6 +721,26 @@ def test_till_bench_counts_each_age_band_and_reason_per_group_of_customers():
     assert rows["25+"]["flagged"] == 0.5 and rows["0-12"]["by_age"] == 1.0
 
 
+def test_till_bench_draws_its_backgrounds_again_where_the_detector_finds_a_face():
+    import cv2
+
+    from bench.per_customer import background
+    from edge_app.config import load_config
+    from edge_app.detect import FaceDetector
+
+    with FaceDetector(load_config(None).detector, video=False) as detector:
+        def faces(back):
+            return len(detector.detect(cv2.cvtColor(back, cv2.COLOR_BGR2RGB)))
+
+        phantom, _ = background(np.random.default_rng(2))  # its blotches look like a face to BlazeFace
+        assert faces(phantom) >= 1
+        clean, redrawn = background(np.random.default_rng(2), detector)
+        assert redrawn >= 1 and faces(clean) == 0
+        plain, _ = background(np.random.default_rng(0))
+        kept, redrawn = background(np.random.default_rng(0), detector)
+        assert redrawn == 0 and np.array_equal(kept, plain)  # a background without a face is kept as drawn
+
+
 def test_till_bench_reads_every_higher_limit_from_each_customers_lowest_median():
     from bench.per_customer import till_tradeoff, tradeoff_lines
 
