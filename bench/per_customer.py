@@ -206,9 +206,9 @@ def customer_frames(photo_bgr, back, frames: int, rng: np.random.Generator):
         w = int(h * photo_bgr.shape[1] / photo_bgr.shape[0])
         x, y = int(x0 + drift * t), int(HEIGHT * 0.45 - h / 2)
         frame = back.copy()
-        frame[max(y, 0) : y + h, x : x + w] = cv2.resize(photo_bgr, (w, h), interpolation=cv2.INTER_AREA)[
-            max(-y, 0) : HEIGHT - y
-        ]
+        photo = cv2.resize(photo_bgr, (w, h), interpolation=cv2.INTER_AREA)
+        # cut to the frame: a wide photo drawn far right, or a tall one, runs off its edges
+        frame[max(y, 0) : y + h, x : x + w] = photo[max(-y, 0) : HEIGHT - y, : WIDTH - x]
         yield frame
 
 

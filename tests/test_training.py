@@ -741,6 +741,15 @@ def test_till_bench_draws_its_backgrounds_again_where_the_detector_finds_a_face(
         assert redrawn == 0 and np.array_equal(kept, plain)  # a background without a face is kept as drawn
 
 
+def test_till_bench_cuts_a_photo_that_runs_off_the_frame():
+    from bench.per_customer import HEIGHT, WIDTH, customer_frames
+
+    wide = np.full((100, 600, 3), 200, np.uint8)  # six times as wide as tall: at 200 px or more, past the right edge
+    frames = list(customer_frames(wide, np.zeros((HEIGHT, WIDTH, 3), np.uint8), 4, np.random.default_rng(0)))
+    assert len(frames) == 4 and all(f.shape == (HEIGHT, WIDTH, 3) for f in frames)
+    assert all(f[HEIGHT // 2, -1, 0] == 200 for f in frames)  # drawn up to the edge, the rest cut
+
+
 def test_till_bench_reads_every_higher_limit_from_each_customers_lowest_median():
     from bench.per_customer import till_tradeoff, tradeoff_lines
 
