@@ -724,7 +724,7 @@ def test_till_bench_counts_each_age_band_and_reason_per_group_of_customers():
 def test_till_bench_draws_its_backgrounds_again_where_the_detector_finds_a_face():
     import cv2
 
-    from bench.per_customer import background
+    from bench.per_customer import background, background_without_faces
     from edge_app.config import load_config
     from edge_app.detect import FaceDetector
 
@@ -732,12 +732,12 @@ def test_till_bench_draws_its_backgrounds_again_where_the_detector_finds_a_face(
         def faces(back):
             return len(detector.detect(cv2.cvtColor(back, cv2.COLOR_BGR2RGB)))
 
-        phantom, _ = background(np.random.default_rng(2))  # its blotches look like a face to BlazeFace
+        phantom = background(np.random.default_rng(2))  # its blotches look like a face to BlazeFace
         assert faces(phantom) >= 1
-        clean, redrawn = background(np.random.default_rng(2), detector)
+        clean, redrawn = background_without_faces(np.random.default_rng(2), detector)
         assert redrawn >= 1 and faces(clean) == 0
-        plain, _ = background(np.random.default_rng(0))
-        kept, redrawn = background(np.random.default_rng(0), detector)
+        plain = background(np.random.default_rng(0))
+        kept, redrawn = background_without_faces(np.random.default_rng(0), detector)
         assert redrawn == 0 and np.array_equal(kept, plain)  # a background without a face is kept as drawn
 
 
