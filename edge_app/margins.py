@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_app.errors import AgecheckError
-from edge_app.model_card import ModelCard
+from edge_app.model_card import TRADEOFF_GROUPS, ModelCard
 from edge_app.policy import REASON_AGE, TRACK_END
 
 
@@ -39,6 +39,10 @@ def asked_below(reason: str | None, lowest_age_years: float | None) -> float:
     if reason and reason != REASON_AGE:
         return -math.inf
     return math.inf if lowest_age_years is None else float(lowest_age_years)
+
+
+CARD_COLUMNS = ("age_13_17", "age_25_plus")
+"""The groups of the card's trade-off table shown beside the till's customers: what a margin protects."""
 
 
 @dataclass(frozen=True)
@@ -126,8 +130,8 @@ def margin_lines(customers: TillCustomers, threshold_age: float, margin_years: f
     header = "| margin | estimate below | your customers asked |"
     rule = "| ---: | ---: | ---: |"
     if with_card:
-        header += " 13-17 asked (card) | 25+ asked (card) |"
-        rule += " ---: | ---: |"
+        header += "".join(f" {TRADEOFF_GROUPS[key]} asked (card) |" for key in CARD_COLUMNS)
+        rule += " ---: |" * len(CARD_COLUMNS)
     lines = [header, rule]
     for margin in margins:
         limit = threshold_age + margin
@@ -136,7 +140,7 @@ def margin_lines(customers: TillCustomers, threshold_age: float, margin_years: f
         if with_card:
             row = card.tradeoff_at(limit)
             cells += ["-" if row is None or row[key] is None else f"{row[key]:.0%}"
-                      for key in ("age_13_17", "age_25_plus")]
+                      for key in CARD_COLUMNS]
         mark = "**" if margin == round(margin_years, 2) else ""
         lines.append("| " + " | ".join(f"{mark}{cell}{mark}" for cell in cells) + " |")
     return lines
