@@ -486,7 +486,10 @@ def test_till_frame_scores_each_photo_from_the_photo_and_from_a_till_frame(datas
                            "--degrade", "none", "--out", str(tmp_path / "till.frame"), "--predictions-dir",
                            str(tmp_path / "pred")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    rows = json.loads((tmp_path / "till.frame.json").read_text())["rows"]
+    report = json.loads((tmp_path / "till.frame.json").read_text())
+    rows = report["rows"]
+    # a background with a face of its own is drawn again (bench/per_customer.background_without_faces)
+    assert f"{report['backgrounds_redrawn']} backgrounds drawn again" in (tmp_path / "till.frame.md").read_text()
     names = [f"{brightness_tflite.parent.name}/{brightness_tflite.name}", f"twin/{brightness_tflite.name}"]
     assert [(r["model"], r["photos"], r["way"]) for r in rows] == [
         (name, photos, way) for name in names for photos in ("all", "utkface") for way in ("photo", "till frame")]
@@ -907,6 +910,7 @@ def test_gate_noise_bench_measures_the_gates_sharpness_under_blur_and_noise(data
     assert sharp[(8, 0)] < sharp[(0, 0)] / 3  # blur takes the edges away...
     assert sharp[(8, 12)] < sharp[(0, 0)] / 3  # ...and noise does not put them back (the measure: test_quality.py)
     assert "| 8 | 12 |" in (tmp_path / "g.md").read_text()
+    assert f"{result['backgrounds_redrawn']} backgrounds drawn again" in (tmp_path / "g.md").read_text()
     refused = subprocess.run([*bench, "--blur", "-1"], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and refused.stderr.startswith("error: --blur [-1.0]"), refused.stderr
 
@@ -923,6 +927,7 @@ def test_detector_input_bench_compares_shrunk_and_whole_frames_with_noise(datase
     assert rows[(0, 0)]["iou_median"] == 1.0 and rows[(0, 0)]["eye_error_median"] == 0.0
     assert 0.7 < rows[(0, 480)]["iou_median"] < 1.0
     assert all(0 <= r["found"] <= 1 and r["ms_per_frame"] > 0 for r in rows.values())
+    assert f"{result['backgrounds_redrawn']} backgrounds drawn again" in (tmp_path / "d.md").read_text()
     refused = subprocess.run([*bench, "--sides", "64"], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and refused.stderr.startswith("error: --sides [64]"), refused.stderr
 
