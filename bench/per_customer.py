@@ -14,9 +14,10 @@ one in which the app's detector finds no face). The clip is replayed by `agechec
 replay` (the real detector, tracker, quality gate and policy) and each customer's outcome
 is read from the events: flagged (and why) if any alert came while they were in view.
 Each customer's lowest median (the events' ``lowest_estimated_age``) also says what every
-higher limit would have decided, since a flag is sticky: the bench ends with whom each limit
-from the replay's own up to 45 asks at the till (replay at ``--margin-years 0`` for the whole
-table from the legal age up).
+higher limit would have decided, since a flag is sticky: the bench ends with the till's own
+key figure (13-17s asked where 10% of adults 25+ are) and whom each limit from the replay's
+own up to 45 asks at the till (replay at ``--margin-years 0`` for the whole table from the
+legal age up).
 ``--customers`` writes each customer's outcome (file name, true age, the app's last median
 estimate, seen, flagged, why, lowest median) in `bench/compare_models.py`'s format, so that two models'
 replays of the same customers can be compared one by one; it names dataset files, so it
@@ -54,7 +55,7 @@ from edge_app.margins import asked_below  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
 from training.data import GENDERS, RACES, LabelledImages, load_sources, read_rgb, select  # noqa: E402
 from training.degrade import degrade  # noqa: E402
-from training.metrics import TRADEOFF_LIMITS_YEARS  # noqa: E402
+from training.metrics import TRADEOFF_LIMITS_YEARS, key_figure  # noqa: E402
 
 BANDS = [("0-12", 0, 13), ("13-17", 13, 18), ("18-24", 18, 25), ("25+", 25, 200)]
 WIDTH, HEIGHT = 1280, 720
@@ -135,6 +136,32 @@ def till_tradeoff(customers: list[dict], replay_limit_years: float) -> list[dict
                 row[name] = sum(flagged_at(c, limit) for c in group) / len(group)
         rows.append(row)
     return rows
+
+
+def till_key(customers: list[dict]) -> dict:
+    """The product's key figure for the whole app at this till, read from each customer's
+    `asked_below` limit: every customer (a fail-safe flag asks at any limit, a customer never
+    estimated at none) and, ``"by_age"``, only those estimated and flagged for no other reason.
+    `training.metrics.key_figure`'s fields, and ``by_age_customers``."""
+    true = np.array([c["age"] for c in customers], np.float64)
+    below = np.array([asked_below(c["reason"], c["lowest"]) for c in customers], np.float64)
+    by_age = np.isfinite(below)
+    return key_figure(true, below) | {"by_age": key_figure(true[by_age], below[by_age]),
+                                      "by_age_customers": int(by_age.sum())}
+
+
+def till_key_line(key: dict) -> str:
+    """One sentence of `till_key`."""
+    def share(k):
+        if k["age_13_17_flagged"] is None:
+            return "– (no 13-17s or no adults 25+)"
+        low, high = k["age_13_17_flagged_ci95"]
+        return f"{k['age_13_17_flagged']:.1%} (95% CI {low:.1%}–{high:.1%}, of {k['age_13_17_count']} 13-17s)"
+
+    return ("The till's own key figure, read from each customer's lowest median (13-17s asked where 10% of "
+            f"adults 25+ are; fail-safe flags count as asked at every limit): {share(key)}; by age alone (the "
+            f"{key['by_age_customers']} customers estimated and not flagged for another reason): "
+            f"{share(key['by_age'])}.")
 
 
 def tradeoff_lines(customers: list[dict], rows: list[dict], threshold_age: float) -> list[str]:
@@ -374,13 +401,15 @@ def measure(args: argparse.Namespace) -> None:
     decided = [c["decided_s"] for c in customers if c["decided_s"] is not None and c["reason"] == "age"]
     if decided:
         lines += ["", f"Alerts by age came {np.median(decided):.2f} s (median) after the customer appeared."]
-    lines += ["", *gate_lines(customers, replayed), "", *tradeoff_lines(customers, tradeoff, threshold_age)]
+    key = till_key(customers)
+    lines += ["", *gate_lines(customers, replayed), "", till_key_line(key), "",
+              *tradeoff_lines(customers, tradeoff, threshold_age)]
     print("\n".join(lines))
     if args.customers:
         write_customers(Path(args.customers), customers)
     settings = public_settings(args, "data", "model", "customers", "out")
     write_report(args.out, lines, {"rows": rows, "by_source": by_source, "by_group": by_group, "tradeoff": tradeoff,
-                                   "backgrounds_redrawn": backgrounds_redrawn, "settings": settings})
+                                   "till_key": key, "backgrounds_redrawn": backgrounds_redrawn, "settings": settings})
 
 
 if __name__ == "__main__":

@@ -754,7 +754,7 @@ def test_till_bench_cuts_a_photo_that_runs_off_the_frame():
 
 
 def test_till_bench_reads_every_higher_limit_from_each_customers_lowest_median():
-    from bench.per_customer import till_tradeoff, tradeoff_lines
+    from bench.per_customer import till_key, till_key_line, till_tradeoff, tradeoff_lines
 
     def customer(age, lowest, reason=None):
         return {"age": age, "seen": lowest is not None or reason is not None, "flagged": reason is not None,
@@ -775,6 +775,14 @@ def test_till_bench_reads_every_higher_limit_from_each_customers_lowest_median()
     assert lines[4] == "| **24.50** | **6.50** | **75.0%** | **0.0%** |"
     assert lines[5] == "| 25.00 | 7.00 | 75.0% | 0.0% |"
     assert len(lines) == 4 + len(rows)
+    # the till's key figure: the cut lets 10% of adults 25+ through (25.2, the lowest of three);
+    # below it 22.0 and both fail-safe flags of four 13-17s; by age alone 22.0 of 22.0 and 26.5
+    key = till_key(customers)
+    assert (key["age_13_17_flagged"], key["cut_years"], key["age_25_plus_count"]) == (0.75, 25.2, 3)
+    assert (key["by_age"]["age_13_17_flagged"], key["by_age_customers"]) == (0.5, 4)
+    line = till_key_line(key)
+    assert ": 75.0% (95% CI" in line and "the 4 customers estimated" in line and ": 50.0% (95% CI" in line
+    assert "– (no 13-17s" in till_key_line(till_key([customer(30, 25.2)]))
 
 
 def test_till_bench_counts_each_labelled_group_and_leaves_unlabelled_customers_out():
