@@ -2,8 +2,8 @@
 
     python bench/per_customer.py --data ../shared/datasets/utkface --data ../shared/datasets/appa-real \\
         --data ../shared/datasets/aaf [--per-source 100] [--degrade camera] [--detect-interval-ms MS] \\
-        [--detector-side-px PX] [--sensor-noise SIGMA] [--margin-years M] [--out docs/per_customer] \\
-        [--customers RUN/customers.csv] [--all-aged 13 18]
+        [--detector-side-px PX] [--detector-confidence C] [--sensor-noise SIGMA] [--margin-years M] \\
+        [--out docs/per_customer] [--customers RUN/customers.csv] [--all-aged 13 18]
 
 The model's figures elsewhere are per photo; the till decides per customer, from many
 frames. No labelled till video exists here, so this builds one: each sampled validation
@@ -25,7 +25,8 @@ belongs beside the run, not in the project. The clip and events stay in a tempor
 ``--sensor-noise`` adds Gaussian noise to every frame of the clip, as a camera at high gain
 in a dim shop does (``--degrade`` corrupts each photo before it is enlarged into the frame,
 so its noise reaches the frame as blobs, not as a sensor's grain); ``--detector-side-px``
-sets the replay's ``[detector] max_input_side_px``. ``--all-aged 13 18`` adds every other
+and ``--detector-confidence`` set the replay's ``[detector] max_input_side_px`` and
+``min_detection_confidence``. ``--all-aged 13 18`` adds every other
 validation photo of a 13-17-year-old to the drawn customers: 300 per source hold 54 of the
 251, too few to tell two models apart at the till by the product's key group.
 """
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import subprocess
@@ -48,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import photo_bench_parser, public_settings, run_bench, write_report  # noqa: E402
-from edge_app.config import PolicyConfig, load_config  # noqa: E402
+from edge_app.config import DetectorConfig, PolicyConfig, load_config  # noqa: E402
 from edge_app.detect import FaceDetector  # noqa: E402
 from edge_app.errors import AgecheckError  # noqa: E402
 from edge_app.margins import asked_below  # noqa: E402
@@ -278,6 +280,8 @@ def main() -> None:
                         help="[detector] min_interval_ms for the replay (default: the app's)")
     parser.add_argument("--detector-side-px", type=int, default=None,
                         help="[detector] max_input_side_px for the replay (default: the app's; 0: off)")
+    parser.add_argument("--detector-confidence", type=float, default=None,
+                        help="[detector] min_detection_confidence for the replay (default: the app's)")
     parser.add_argument("--sensor-noise", type=float, default=0.0,
                         help="sigma of Gaussian noise added to every frame, as a camera at high gain in a dim shop")
     parser.add_argument("--margin-years", type=float, default=None,
@@ -310,11 +314,16 @@ def measure(args: argparse.Namespace) -> None:
         return np.clip(frame + noise[noise_rng.integers(len(noise))], 0, 255).astype(np.uint8)
 
     detector_settings = {key: value for key, value in (("min_interval_ms", args.detect_interval_ms),
-                                                       ("max_input_side_px", args.detector_side_px))
+                                                       ("max_input_side_px", args.detector_side_px),
+                                                       ("min_detection_confidence", args.detector_confidence))
                          if value is not None}
+    app = load_config(None).override("detector", **detector_settings).detector
+    # Backgrounds are checked at the lower of the replay's confidence and the app's default, so
+    # that a replay at a higher confidence gets the very clip of one at the default.
+    checked = dataclasses.replace(app, min_detection_confidence=min(
+        app.min_detection_confidence, DetectorConfig().min_detection_confidence))
     backgrounds_redrawn = 0
-    with tempfile.TemporaryDirectory() as tmp, FaceDetector(
-            load_config(None).override("detector", **detector_settings).detector, video=False) as detector:
+    with tempfile.TemporaryDirectory() as tmp, FaceDetector(checked, video=False) as detector:
         clip, events_path = Path(tmp) / "till.avi", Path(tmp) / "events.jsonl"
         writer = till_writer(clip, args.fps)
         customers, frame_index = [], 0
@@ -380,7 +389,8 @@ def measure(args: argparse.Namespace) -> None:
         f"{f' and every other one aged {args.all_aged[0]:g} to under {args.all_aged[1]:g}' if args.all_aged else ''}, "
         f"`--degrade {args.degrade}`, "
         f"seed {args.seed}{f', sensor noise {args.sensor_noise:g}' if args.sensor_noise else ''}"
-        f"{f', detector input {args.detector_side_px} px' if args.detector_side_px is not None else ''}), "
+        f"{f', detector input {args.detector_side_px} px' if args.detector_side_px is not None else ''}"
+        f"{f', detector confidence {args.detector_confidence:g}' if args.detector_confidence is not None else ''}), "
         f"{args.seconds:g} s each at {args.fps:g} fps, model `{Path(args.model).name}` "
         f"(margin {margin:.2f}), face detection on {replayed['detections']} of {replayed['frames']} frames "
         f"({backgrounds_redrawn} backgrounds drawn again: the detector found a face in them):",

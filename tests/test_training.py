@@ -656,6 +656,15 @@ def test_benches_refuse_a_model_without_its_card_with_one_line(bench, datasets, 
     assert done.stderr.startswith(f"error: model card {tmp_path / 'age.json'} not found"), done.stderr
 
 
+def test_till_bench_refuses_a_detector_setting_the_app_refuses_with_one_line(datasets, brightness_tflite, tmp_path):
+    bench = [sys.executable, str(PROJECT_ROOT / "bench" / "per_customer.py"), "--data", str(datasets["utkface"]),
+             "--model", str(brightness_tflite), "--out", str(tmp_path / "till")]
+    done = subprocess.run([*bench, "--detector-confidence", "1.5"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: detector.min_detection_confidence"), done.stderr
+    assert "1.5" in done.stderr and not list(tmp_path.iterdir())
+
+
 def test_soak_bench_says_why_the_app_it_runs_ended(tmp_path):
     """The soak bench runs the real app as a child: its own error line reaches the user."""
     missing = tmp_path / "no_such_clip.mp4"
@@ -936,8 +945,19 @@ def test_detector_input_bench_compares_shrunk_and_whole_frames_with_noise(datase
     assert 0.7 < rows[(0, 480)]["iou_median"] < 1.0
     assert all(0 <= r["found"] <= 1 and r["ms_per_frame"] > 0 for r in rows.values())
     assert f"{result['backgrounds_redrawn']} backgrounds drawn again" in (tmp_path / "d.md").read_text()
+    # min_detection_confidence weighed: a higher one finds no more customers and no more false faces
+    weighed = {(r["sensor_noise"], r["min_confidence"]): r for r in result["confidence_rows"]}
+    assert set(weighed) == {(noise, c) for noise in (0, 25) for c in (0.5, 0.6, 0.7, 0.8)}
+    for noise in (0, 25):
+        found = [weighed[(noise, c)]["customer_found"] for c in (0.5, 0.6, 0.7, 0.8)]
+        false = [weighed[(noise, c)]["false_face"] for c in (0.5, 0.6, 0.7, 0.8)]
+        assert found == sorted(found, reverse=True) and false == sorted(false, reverse=True)
+    assert weighed[(0, 0.5)]["customer_found"] == rows[(0, 480)]["found"]  # the app's own setting, both ways
+    assert "| 0 | 0.7 |" in (tmp_path / "d.md").read_text()
     refused = subprocess.run([*bench, "--sides", "64"], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and refused.stderr.startswith("error: --sides [64]"), refused.stderr
+    refused = subprocess.run([*bench, "--confidences", "0.5", "1.5"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and refused.stderr.startswith("error: --confidences [0.5, 1.5]"), refused.stderr
 
 
 def test_till_bench_says_why_the_gate_refused_and_in_what_light():
