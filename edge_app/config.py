@@ -85,7 +85,9 @@ class DetectorConfig:
         model_path: BlazeFace ``.tflite``. The full-range model finds faces 2-5 m away that
             the short-range model misses (measured in ``bench/detector_choice.py``).
         min_detection_confidence: raising it drops false faces (posters, patterns) but
-            risks missing small or turned faces, which then get no age check.
+            risks missing small or turned faces, which then get no age check. At 0.6 four in
+            five of the till bench's false faces went and 1.5% of its customers were never
+            seen (`docs/PERFORMANCE.md`, "False faces and `min_detection_confidence`").
         min_suppression_threshold: IoU above which overlapping boxes are merged.
         min_interval_ms: run BlazeFace at most once per this much video time; a frame in
             between reuses the last frame's faces (a customer moves a few pixels in 1/60 s).
