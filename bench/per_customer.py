@@ -57,6 +57,7 @@ from edge_app.margins import asked_below  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
 from training.data import GENDERS, RACES, LabelledImages, load_sources, read_rgb, select  # noqa: E402
 from training.degrade import degrade  # noqa: E402
+from training.evaluate import pct_ci  # noqa: E402
 from training.metrics import TRADEOFF_LIMITS_YEARS, key_figure  # noqa: E402
 
 BANDS = [("0-12", 0, 13), ("13-17", 13, 18), ("18-24", 18, 25), ("25+", 25, 200)]
@@ -157,8 +158,7 @@ def till_key_line(key: dict) -> str:
     def share(k):
         if k["age_13_17_flagged"] is None:
             return "– (no 13-17s or no adults 25+)"
-        low, high = k["age_13_17_flagged_ci95"]
-        return f"{k['age_13_17_flagged']:.1%} (95% CI {low:.1%}–{high:.1%}, of {k['age_13_17_count']} 13-17s)"
+        return f"{pct_ci(k)} of {k['age_13_17_count']} 13-17s"
 
     return ("The till's own key figure, read from each customer's lowest median (13-17s asked where 10% of "
             f"adults 25+ are; fail-safe flags count as asked at every limit): {share(key)}; by age alone (the "

@@ -215,7 +215,7 @@ def summary_lines(report: dict) -> list[str]:
         f"{report['no_face']} without a face: {report['no_face_handling']}); "
         f"degradation: {report.get('degradation', 'none')}",
         f"MAE {e['mae']:.2f} years, RMSE {e['rmse']:.2f}, bias {e['bias']:+.2f}; "
-        f"13-17 flagged when 10% of 25+ are: {_pct_ci(k)} "
+        f"13-17 flagged when 10% of 25+ are: {pct_ci(k)} "
         f"(AUC 13-17 vs 25+ {cell(k['auc_13_17_vs_25_plus'], '.3f')})",
         "MAE by age band: " + ", ".join(
             f"{band} {v['mae']:.1f} (n={v['count']})" for band, v in e["bands"].items() if v["count"]
@@ -229,7 +229,7 @@ def summary_lines(report: dict) -> list[str]:
                      f"25+ flagged {_pct(c['age_25_plus_flagged'])}")
     for name, f in report.get("by_source", {}).items():
         lines.append(f"{name}: {f['scored']} photos, MAE {f['errors']['mae']:.2f}, bias {f['errors']['bias']:+.2f}, "
-                     f"13-17 flagged at 10% of 25+ {_pct_ci(f['key'])}")
+                     f"13-17 flagged at 10% of 25+ {pct_ci(f['key'])}")
     return lines
 
 
@@ -242,7 +242,7 @@ def _pct(x) -> str:
     return cell(x, ".1%")
 
 
-def _pct_ci(k: dict) -> str:
+def pct_ci(k: dict) -> str:
     """The key figure with its bootstrap 95% interval: ``54.7% (95% CI 44.2–65.1%)``."""
     ci = k.get("age_13_17_flagged_ci95")
     if ci is None:
@@ -251,7 +251,7 @@ def _pct_ci(k: dict) -> str:
 
 
 def _key_sentence(k: dict) -> str:
-    return (f"**Key figure**: {_pct_ci(k)} of {k['age_13_17_count']} 13–17-year-olds are flagged "
+    return (f"**Key figure**: {pct_ci(k)} of {k['age_13_17_count']} 13–17-year-olds are flagged "
             f"when the cut ({cell(k['cut_years'], '.1f')} years) flags 10% of {k['age_25_plus_count']} adults 25+; "
             f"AUC 13–17 vs 25+ {cell(k['auc_13_17_vs_25_plus'], '.3f')}.")
 
@@ -302,7 +302,7 @@ def markdown_report(report: dict) -> str:
             e_s, teen, k = f["errors"], f["errors"]["bands"]["13-17"], f["key"]
             lines.append(f"| {name} | {e_s['count']} | {e_s['mae']:.2f} | {e_s['bias']:+.2f} "
                          f"| {cell(teen['mae'], '.2f')} "
-                         f"| {cell(teen['bias'], '+.2f')} | {_pct_ci(k)} "
+                         f"| {cell(teen['bias'], '+.2f')} | {pct_ci(k)} "
                          f"| {cell(k['auc_13_17_vs_25_plus'], '.3f')} |")
     for key, title in (("by_gender", "gender"), ("by_race", "race group")):
         if key not in report:
