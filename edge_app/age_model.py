@@ -123,3 +123,21 @@ class AgeRegressor:
             self._invoke(crops[i : i + self.max_batch]) for i in range(0, len(crops), self.max_batch)
         ]
         return np.concatenate(parts).astype(np.float32)
+
+    def predict_views(self, views: np.ndarray) -> np.ndarray:
+        """Estimate ages from every test-time view of each face: the mean over its views.
+
+        Args:
+            views: (n, views, S, S, 3) uint8 RGB crops, from ``crop_face_views`` with the
+                card's crop settings; all views go through the model in the same batches.
+
+        Returns:
+            (n,) float32 ages in years; (0,) for no faces.
+
+        Raises:
+            ValueError: if ``views`` has the wrong shape or dtype.
+        """
+        if views.ndim != 5:
+            raise ValueError(f"views must be (n, views, S, S, 3), got {views.shape}")
+        ages = self.predict(views.reshape(-1, *views.shape[2:]))
+        return ages.reshape(views.shape[:2]).mean(axis=1, dtype=np.float64).astype(np.float32)

@@ -6,7 +6,7 @@ by the same function, with the settings the model card records (``CropSettings``
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import cv2
 import numpy as np
@@ -26,21 +26,43 @@ class CropSettings:
             the frame; replicated edges look less unlike a real background than black bars.
         align: rotate each crop about the box centre so that the eyes (BlazeFace keypoints)
             are level; faces without keypoints are cut unrotated.
+        view_margins: test-time views: further margins at which the app cuts each face too,
+            its estimate being the mean over all views (``margin``'s first). Empty: one view,
+            as the model was trained. Averaging a slightly tighter and a slightly wider
+            framing makes an estimate depend less on where the detector's box fell.
     """
 
     margin: float = 0.1
     pad: str = "edge"
     align: bool = False
+    view_margins: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.margin <= 2.0:
             raise ValueError(f"crop margin must be in [0, 2], got {self.margin}")
         if self.pad not in ("constant", "edge"):
             raise ValueError(f"crop pad must be 'constant' or 'edge', got {self.pad!r}")
+        try:
+            view_margins = tuple(float(m) for m in self.view_margins)
+        except (TypeError, ValueError):
+            raise ValueError(f"crop view_margins must be a list of numbers, got {self.view_margins!r}") from None
+        if not all(0.0 <= m <= 2.0 for m in view_margins):
+            raise ValueError(f"crop view_margins must each be in [0, 2], got {list(view_margins)}")
+        object.__setattr__(self, "view_margins", view_margins)  # a card's JSON list, made hashable
+
+    @property
+    def views(self) -> tuple[CropSettings, ...]:
+        """One setting per test-time view, each of a single framing: ``margin``'s, then each of ``view_margins``."""
+        return (replace(self, view_margins=()), *(replace(self, margin=m, view_margins=()) for m in self.view_margins))
 
     def to_dict(self) -> dict:
-        """JSON-ready form for the model card."""
-        return asdict(self)
+        """JSON-ready form for the model card (``view_margins`` only where there are any, as cards before them)."""
+        out = asdict(self)
+        if not self.view_margins:
+            del out["view_margins"]
+        else:
+            out["view_margins"] = list(self.view_margins)
+        return out
 
 
 def square_boxes(xyxy: np.ndarray, margin: float) -> np.ndarray:
@@ -116,6 +138,21 @@ def _cut(image: np.ndarray, box: np.ndarray, border: int) -> np.ndarray:
         borderType=border,
         value=(0, 0, 0),
     )
+
+
+def crop_face_views(
+    image: np.ndarray,
+    xyxy: np.ndarray,
+    size: int,
+    settings: CropSettings = CropSettings(),
+    keypoints: np.ndarray | None = None,
+) -> np.ndarray:
+    """Every test-time view of each face (``settings.views``), by `crop_faces`.
+
+    Returns:
+        (n, views, size, size, 3) uint8; view 0 is the card's own framing.
+    """
+    return np.stack([crop_faces(image, xyxy, size, view, keypoints) for view in settings.views], axis=1)
 
 
 def crop_faces(

@@ -310,10 +310,10 @@ def run(
                 faces = detector.detect(frame.rgb, timestamp_ms=frame.timestamp_ms)
                 faces = tracker.update(faces, frame.timestamp_ms)
                 due = tracker.due_for_estimate(faces, frame.timestamp_ms)
-                faces, due, crops = quality.gate(
+                faces, due, views = quality.gate(
                     frame.rgb, faces, due, age_model.input_size, age_model.card.crop, config.quality
                 )
-                ages, age_seconds = _timed(age_model.predict, crops)
+                ages, age_seconds = _timed(age_model.predict_views, views)
                 faces = tracker.add_estimates(faces, due, ages, frame.timestamp_ms)
                 new_alerts = events.send(policy.update(faces, frame.timestamp_ms))
 
@@ -321,12 +321,12 @@ def run(
                 summary.frames += 1
                 summary.detections = detector.detections
                 summary.faces += len(faces)
-                summary.age_estimates += len(crops)
+                summary.age_estimates += len(views)
                 refused = refusals.add(faces)
                 summary.faces_refused += sum(refused.values())
                 for reason, count in refused.items():
                     summary.faces_refused_by_reason[reason] += count
-                dark, bright = light.add(crops)
+                dark, bright = light.add(views[:, 0])
                 notice = "; ".join(filter(None, (refusals.notice(), light.notice()))) or None
                 summary.age_estimates_too_dark += dark
                 summary.age_estimates_too_bright += bright
@@ -344,7 +344,7 @@ def run(
                     if command == ACKNOWLEDGE:
                         events.send(policy.acknowledge(frame.timestamp_ms))
                 if hooks.on_frame is not None:
-                    hooks.on_frame(summary, FrameStats(len(faces), len(crops), new_alerts, refused, dark, bright,
+                    hooks.on_frame(summary, FrameStats(len(faces), len(views), new_alerts, refused, dark, bright,
                                                        notice, age_seconds, time.monotonic() - frame_started,
                                                        recent_fps))
                 if hooks.should_stop():

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from edge_app.config import QualityConfig
-from edge_app.crop import CropSettings, crop_faces
+from edge_app.crop import CropSettings, crop_face_views
 from edge_app.faces import NOT_REFUSED, REFUSALS, Faces
 
 SHARPNESS_SIDE_PX = 64
@@ -262,15 +262,17 @@ def gate(
 
     Returns:
         ``faces`` with ``refusal`` set (why each refused face was), ``due`` narrowed to good
-        faces, and their crops ((due.sum(), size, size, 3) uint8).
+        faces, and their crops, every test-time view of each ((due.sum(), views, size, size, 3)
+        uint8, `crop_face_views`; sharpness is judged on view 0, the card's own framing).
     """
     geometric = measure(faces)
     refusal = refusals(geometric, config)
     due = due & (refusal == NOT_REFUSED)
-    crops = crop_faces(rgb, faces.xyxy[due], size, crop, faces.keypoints[due])
-    judged = refusals(FaceMeasures(geometric.eye_distance_px[due], geometric.turn[due], sharpness(crops)), config)
+    views = crop_face_views(rgb, faces.xyxy[due], size, crop, faces.keypoints[due])
+    judged = refusals(FaceMeasures(geometric.eye_distance_px[due], geometric.turn[due], sharpness(views[:, 0])),
+                      config)
     refusal[due] = judged
     sharp = judged == NOT_REFUSED
     due[due] = sharp
-    return faces.with_quality(refusal), due, crops[sharp]
+    return faces.with_quality(refusal), due, views[sharp]
 

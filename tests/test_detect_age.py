@@ -151,6 +151,19 @@ def test_age_model_rejects_wrong_crops(brightness_tflite):
         regressor.predict(np.zeros((1, 64, 64, 3), np.uint8))
 
 
+def test_age_model_averages_each_faces_views(brightness_tflite):
+    regressor = AgeRegressor(AgeModelConfig(model_path=str(brightness_tflite), max_batch=4))
+    views = np.stack([grey_crops([0, 102, 255]), grey_crops([51, 153, 255])], axis=0)  # 2 faces, 3 views each
+    ages = regressor.predict_views(views)  # 6 crops: batches of 4 and 2
+    each = regressor.predict(views.reshape(-1, 32, 32, 3)).reshape(2, 3)
+    assert ages.shape == (2,) and ages.dtype == np.float32
+    np.testing.assert_allclose(ages, each.mean(axis=1), atol=1e-4)
+    np.testing.assert_allclose(ages, [(0 + 102 + 255) / 2.55 / 3, (51 + 153 + 255) / 2.55 / 3], atol=2.0)
+    assert regressor.predict_views(np.empty((0, 3, 32, 32, 3), np.uint8)).shape == (0,)
+    with pytest.raises(ValueError, match="views must be \\(n, views, S, S, 3\\)"):
+        regressor.predict_views(grey_crops([0]))
+
+
 def copy_model(brightness_tflite, tmp_path):
     model = tmp_path / "m.tflite"
     model.write_bytes(brightness_tflite.read_bytes())
@@ -168,6 +181,8 @@ def copy_model(brightness_tflite, tmp_path):
         (lambda m, c: c.write_text(c.read_text().replace('"input_size": 32', '"input_size": 64')),
          "takes input .* but its card says"),
         (lambda m, c: c.write_text(c.read_text().replace('"pad": "edge"', '"pad": "wrap"')), "bad 'crop'"),
+        (lambda m, c: c.write_text(c.read_text().replace('"pad": "edge"', '"pad": "edge", "view_margins": 0.2')),
+         "bad 'crop' settings: crop view_margins must be a list of numbers"),
         (lambda m, c: m.unlink(), "does not exist"),
         (lambda m, c: c.write_text(json.dumps(json.loads(c.read_text()) | {"calibration": {"tradeoff": [
             {"limit_years": 20, "under_18": 0.5, "age_13_17": 0.3, "age_18_24": 0.1, "age_25_plus": 0.0},

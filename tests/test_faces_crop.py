@@ -3,7 +3,7 @@ from contextlib import nullcontext as does_not_raise
 import numpy as np
 import pytest
 
-from edge_app.crop import CropSettings, crop_faces, square_boxes
+from edge_app.crop import CropSettings, crop_face_views, crop_faces, square_boxes
 from edge_app.faces import UNTRACKED, Faces
 from tests.conftest import make_faces
 
@@ -98,11 +98,36 @@ def test_crop_faces_rejects_bad_input(image, size, match):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"margin": -0.1}, "margin must be in"), ({"pad": "mirror"}, "pad must be")],
+    [({"margin": -0.1}, "margin must be in"), ({"pad": "mirror"}, "pad must be"),
+     ({"view_margins": [0.05, 2.5]}, "view_margins must each be in"),
+     ({"view_margins": ["wide"]}, "view_margins must be a list of numbers")],
 )
 def test_crop_settings_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CropSettings(**kwargs)
+
+
+def test_crop_face_views_cut_each_face_at_every_margin_of_the_card():
+    image = np.zeros((100, 100, 3), np.uint8)
+    image[40:60, 40:60] = 255  # a bright square "face"
+    boxes = np.array([[40, 40, 60, 60], [40, 40, 60, 60]])
+    settings = CropSettings(margin=0.0, view_margins=[0.5, 0.25])  # as a card's JSON list
+    assert settings.view_margins == (0.5, 0.25)
+    assert [view.margin for view in settings.views] == [0.0, 0.5, 0.25]
+    views = crop_face_views(image, boxes, 32, settings)
+    assert views.shape == (2, 3, 32, 32, 3) and views.dtype == np.uint8
+    np.testing.assert_array_equal(views[:, 0], crop_faces(image, boxes, 32, settings))  # view 0: the card's framing
+    fill = views.mean(axis=(2, 3, 4))[0]  # the square's share of each view: 1, 1/4 (side doubled), 1/2.25
+    np.testing.assert_allclose(fill, [255, 255 / 4, 255 / 2.25], atol=3)
+    assert crop_face_views(image, np.empty((0, 4)), 32, settings).shape == (0, 3, 32, 32, 3)
+    assert crop_face_views(image, boxes, 32, CropSettings()).shape == (2, 1, 32, 32, 3)  # no views: one
+
+
+def test_crop_settings_record_views_only_where_there_are_any():
+    assert CropSettings().to_dict() == {"margin": 0.1, "pad": "edge", "align": False}  # as cards before views
+    settings = CropSettings(view_margins=(0.05, 0.15))
+    assert settings.to_dict()["view_margins"] == [0.05, 0.15]
+    assert CropSettings(**settings.to_dict()) == settings
 
 
 def _two_dots(angle_deg, size=200, centre=(100, 100), half_gap=30):

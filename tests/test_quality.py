@@ -195,13 +195,17 @@ def test_gate_on_real_faces_crops_only_the_good_due_faces(clip_frames):
     assert len(faces) == 3
     due = np.array([True, True, False])
     kept, kept_due, crops = gate(rgb, faces, due, 64, CropSettings(align=True), QualityConfig())
-    assert kept_due.tolist() == [True, True, False] and crops.shape == (2, 64, 64, 3)
+    assert kept_due.tolist() == [True, True, False] and crops.shape == (2, 1, 64, 64, 3)
     assert kept.quality_ok.all()
     strict = QualityConfig(min_smoothed_sharpness=1e5)  # nothing is that sharp: due faces refused on their crops
     refused, refused_due, none = gate(rgb, faces, due, 64, CropSettings(align=True), strict)
-    assert not refused_due.any() and none.shape == (0, 64, 64, 3)
+    assert not refused_due.any() and none.shape == (0, 1, 64, 64, 3)
     assert refused.quality_ok.tolist() == [False, False, True]  # the face not due was not cropped nor judged
     assert refusal_counts(refused) == {"too_small": 0, "turned": 0, "blurred": 2}
+    views = CropSettings(align=True, view_margins=(0.05, 0.2))  # the card's test-time views: all cut, view 0 judged
+    _, views_due, viewed = gate(rgb, faces, due, 64, views, QualityConfig())
+    assert views_due.tolist() == [True, True, False] and viewed.shape == (2, 3, 64, 64, 3)
+    np.testing.assert_array_equal(viewed[:, 0], crops[:, 0])
     tiny = QualityConfig(min_eye_distance_px=500)  # refused on geometry before any crop
     small, small_due, _ = gate(rgb, faces, due, 64, CropSettings(align=True), tiny)
     assert not small_due.any() and not small.quality_ok.any()

@@ -123,6 +123,28 @@ def test_replay_writes_consistent_video_events_and_summary(tmp_path):
     video.release()
 
 
+def test_replay_estimates_each_face_from_every_view_the_card_names(tmp_path, brightness_tflite):
+    def replay_with(crop: dict, name: str):
+        model = tmp_path / name / "m.tflite"
+        model.parent.mkdir()
+        model.write_bytes(brightness_tflite.read_bytes())
+        card = json.loads(brightness_tflite.with_suffix(".json").read_text())
+        model.with_suffix(".json").write_text(json.dumps(card | {"crop": crop}))
+        out = tmp_path / name
+        result = replay([str(DEFAULT_SAMPLE_CLIP), "--events", str(out / "e.jsonl"), "--summary", str(out / "s.json"),
+                         "--threshold-age", "1", "--margin-years", "0"], model)
+        assert result.exit_code == 0, result.output
+        ends = {e["track_id"]: e["estimated_age"] for e in read_events(out / "e.jsonl") if e["type"] == "track_end"}
+        return ends, json.loads((out / "s.json").read_text())["age_estimates"]
+
+    one, one_count = replay_with({"margin": 0.1, "pad": "edge"}, "one")
+    three, three_count = replay_with({"margin": 0.1, "pad": "edge", "view_margins": [0.6, 1.2]}, "three")
+    assert three_count == one_count > 0  # one estimate per face, whatever the views
+    assert one.keys() == three.keys() and len(one) == 3
+    # the wide views take in the room around each face, of another brightness: each customer's "age" moves
+    assert all(abs(three[track] - one[track]) > 1 for track in one)
+
+
 def test_the_lowest_age_of_one_replay_gives_any_higher_limits_decisions(tmp_path, brightness_tflite):
     """The events' lowest estimate read at a limit is what a replay at that limit decides (a flag is sticky)."""
     def replay_at(limit_years, name):

@@ -211,6 +211,35 @@ def test_evaluate_reports_the_key_figure_beside_mae(utk_run, datasets, tmp_path)
     assert "**Key figure**" in markdown.read_text() and "(95% CI " in markdown.read_text()
 
 
+def test_evaluate_averages_the_cards_test_time_views(datasets, tmp_path):
+    from tests.models import brightness_model
+
+    model = brightness_model(tmp_path / "models" / "bright.tflite")
+    card_path = model.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+
+    def scored(crop: dict, name: str):
+        card_path.write_text(json.dumps(card | {"crop": crop}))  # the card, not the .tflite: its sha256 holds
+        result = ok(invoke("evaluate", "--model", model, "--data", datasets["utkface"], "--report",
+                           tmp_path / f"{name}.json", "--predictions", tmp_path / f"{name}.csv",
+                           "--markdown", tmp_path / f"{name}.md"))
+        with open(tmp_path / f"{name}.csv") as file:
+            predicted = {row["file_name"]: float(row["predicted_age"]) for row in csv.DictReader(file)}
+        return result, json.loads((tmp_path / f"{name}.json").read_text()), predicted
+
+    _, one, tight = scored({"margin": 0.0, "pad": "edge"}, "tight")
+    _, _, wide = scored({"margin": 0.6, "pad": "edge"}, "wide")
+    result, report, both = scored({"margin": 0.0, "pad": "edge", "view_margins": [0.6]}, "both")
+    assert tight.keys() == wide.keys() == both.keys() and len(both) == 30
+    assert max(abs(tight[f] - wide[f]) for f in both) > 1  # the framings' "ages" differ
+    for name in both:
+        assert both[name] == pytest.approx((tight[name] + wide[name]) / 2, abs=0.011)  # the CSV's 0.01
+    assert one["test_time_margins"] == [0.0] and report["test_time_margins"] == [0.0, 0.6]
+    assert "test-time mean of 2 views, crop margins 0, 0.6" in result.output
+    assert "Each estimate is the mean of 2 views, crop margins 0, 0.6" in (tmp_path / "both.md").read_text()
+    assert "views" not in (tmp_path / "tight.md").read_text()
+
+
 @pytest.mark.parametrize(("args", "match"), [
     (["--degrade", "fog"], "--degrade 'fog': expected one of downscale, blur"),
     (["--max-images", "-1"], "--max-images -1: expected 0"),

@@ -158,12 +158,24 @@ def evaluate(
     images = select(load_sources(list(data_dirs), settings.val_fraction, settings.seed), split, max_images, seed)
     if len(images) == 0:
         raise AgecheckError(f"no {split} images in {', '.join(map(str, data_dirs))}")
-    crops = load_crops(images, settings.image_size, settings.crop, settings.detector, require_face=detect_faces,
-                       canvas=settings.canvas, degradation=(degradation, seed) if degradation else None)
+    views = settings.crop.views
+
+    def crops_of(view):
+        return load_crops(images, settings.image_size, view, settings.detector, require_face=detect_faces,
+                          canvas=settings.canvas, degradation=(degradation, seed) if degradation else None)
+
+    crops = crops_of(views[0])
     if len(crops.images) == 0:
         raise AgecheckError(f"no image in {', '.join(map(str, data_dirs))} could be scored "
                             f"({len(crops.unreadable)} unreadable, {len(crops.no_face)} without a face)")
     predicted = predict(crops.images).astype(np.float64)
+    for view in views[1:]:  # the card's test-time views, as the app averages them (`crop_face_views`)
+        framed = crops_of(view)
+        if not np.array_equal(framed.index, crops.index):
+            raise AgecheckError(f"crop margin {view.margin:g} found faces in other photos than margin "
+                                f"{views[0].margin:g}: the views cannot be averaged")
+        predicted += predict(framed.images)
+    predicted /= len(views)
     true_years = images.age_years[crops.index].astype(np.float64)
     sources = images.source[crops.index]
 
@@ -179,6 +191,7 @@ def evaluate(
         "data": ", ".join(map(str, data_dirs)),
         "split": split,
         "degradation": degradation or "none",
+        "test_time_margins": [view.margin for view in views],
         "seed": seed,
         "images": len(images),
         "scored": int(len(predicted)),
@@ -213,7 +226,8 @@ def summary_lines(report: dict) -> list[str]:
     lines = [
         f"scored {report['scored']} of {report['images']} images ({report['unreadable']} unreadable, "
         f"{report['no_face']} without a face: {report['no_face_handling']}); "
-        f"degradation: {report.get('degradation', 'none')}",
+        f"degradation: {report.get('degradation', 'none')}"
+        + (f"; test-time {_views(report)}" if _views(report) else ""),
         f"MAE {e['mae']:.2f} years, RMSE {e['rmse']:.2f}, bias {e['bias']:+.2f}; "
         f"13-17 flagged when 10% of 25+ are: {pct_ci(k)} "
         f"(AUC 13-17 vs 25+ {cell(k['auc_13_17_vs_25_plus'], '.3f')})",
@@ -256,6 +270,14 @@ def _key_sentence(k: dict) -> str:
             f"AUC 13–17 vs 25+ {cell(k['auc_13_17_vs_25_plus'], '.3f')}.")
 
 
+def _views(report: dict) -> str:
+    """``"mean of 3 views, crop margins 0.1, 0.045, 0.16"`` where the card averages several framings; else ``""``."""
+    margins = report.get("test_time_margins", [])
+    if len(margins) < 2:
+        return ""
+    return f"mean of {len(margins)} views, crop margins {', '.join(f'{m:g}' for m in margins)}"
+
+
 def _policy_row(label: str, p: dict) -> str:
     return (f"| {label} | {p['margin_years']:.2f} | {_pct(p['minors_flagged'])} | {_pct(p['age_13_17_flagged'])} | "
             f"{_pct(p['age_18_24_flagged'])} | {_pct(p['age_25_plus_flagged'])} |")
@@ -267,7 +289,8 @@ def markdown_report(report: dict) -> str:
     lines = [
         f"Model `{Path(report['model']).name}` on `{report['data']}` (split: {report['split']}): "
         f"{report['scored']} of {report['images']} photos scored; {report['no_face']} without a detected face "
-        f"({report['no_face_handling']}); degradation: {report.get('degradation', 'none')}.",
+        f"({report['no_face_handling']}); degradation: {report.get('degradation', 'none')}."
+        + (f" Each estimate is the {_views(report)} (the card's test-time views)." if _views(report) else ""),
         "",
         _key_sentence(report["key"]),
         "",
