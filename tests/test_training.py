@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from edge_app.age_model import AgeRegressor
 from edge_app.cli import main
 from edge_app.config import PROJECT_ROOT, AgeModelConfig
-from edge_app.model_card import ModelCard
+from edge_app.model_card import ModelCard, sha256_of
 from training.data import load_labels, split_indices
 from training.pack import load_pack
 
@@ -209,6 +209,25 @@ def test_evaluate_reports_the_key_figure_beside_mae(utk_run, datasets, tmp_path)
     assert report["key"]["age_13_17_count"] == int(((true >= 13) & (true < 18)).sum()) > 0
     assert "13-17 flagged when 10% of 25+ are:" in result.output and "AUC 13-17 vs 25+" in result.output
     assert "**Key figure**" in markdown.read_text() and "(95% CI " in markdown.read_text()
+
+
+def test_export_with_views_cards_them_and_measures_every_figure_with_them(utk_run, datasets, tmp_path):
+    model = tmp_path / "models" / "views.tflite"
+    ok(invoke("export", "--model", utk_run / "model.keras", "--data", datasets["utkface"], "--out", model,
+              "--calibration-images", "16", "--view-margins", "0.3", "--view-margins", "0.0"))
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["crop"] == {"margin": 0.1, "pad": "edge", "align": True, "view_margins": [0.3, 0.0]}
+    assert card["test_time"] == ("mean over 3 framings of the face (crop margins 0.1, 0.3, 0), "
+                                 "each the mean of its own and its mirror image's estimate")
+    result = ok(invoke("evaluate", "--model", model, "--data", datasets["utkface"], "--split", "val",
+                       "--predictions", tmp_path / "p.csv", "--report", tmp_path / "r.json"))
+    report = json.loads((tmp_path / "r.json").read_text())  # evaluate averages the card's views: the same figures
+    assert "mean of 3 views" in result.output and report["key"] == card["clean"]["key"]
+    assert report["errors"]["mae"] == pytest.approx(card["clean_mae"], abs=1e-3)
+    line = one_error_line(invoke("export", "--model", utk_run / "model.keras", "--data", datasets["utkface"],
+                                 "--out", tmp_path / "bad.tflite", "--view-margins", "3"))
+    assert line.startswith("Error: --view-margins 3.0: crop view_margins must each be in [0, 2]")
+    assert not (tmp_path / "bad.tflite").exists()
 
 
 def test_evaluate_averages_the_cards_test_time_views(datasets, tmp_path):
@@ -683,6 +702,33 @@ def test_benches_refuse_a_model_without_its_card_with_one_line(bench, datasets, 
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"error: model card {tmp_path / 'age.json'} not found"), done.stderr
+
+
+def test_card_views_measures_the_card_again_as_evaluate_then_reads_it(datasets, tmp_path):
+    from tests.models import brightness_model
+
+    model = brightness_model(tmp_path / "models" / "bright.tflite")
+    sha = sha256_of(model)
+    bench = [sys.executable, str(PROJECT_ROOT / "bench" / "card_views.py"), "--data", str(datasets["utkface"]),
+             "--model", str(model), "--view-margins", "0.6"]
+    done = subprocess.run(bench, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["crop"] == {"margin": 0.1, "pad": "edge", "align": False, "view_margins": [0.6]}
+    assert card["test_time"] == "mean over 2 framings of the face (crop margins 0.1, 0.6), one pass each"
+    assert card["views_added"]["before"]["mae"] == 5.0 and sha256_of(model) == sha == card["tflite_sha256"]
+    # `agecheck evaluate` of the carded model (which averages the same views) gives the card's figures back
+    result = ok(invoke("evaluate", "--model", model, "--data", datasets["utkface"], "--split", "val",
+                       "--degrade", "camera", "--seed", "42", "--predictions", tmp_path / "p.csv",
+                       "--report", tmp_path / "r.json"))
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["test_time_margins"] == [0.1, 0.6] and "mean of 2 views" in result.output
+    assert card["mae"] > 0 and report["errors"]["mae"] == pytest.approx(card["mae"], abs=1e-3)
+    assert report["key"] == card["camera"]["key"]
+    assert ModelCard.load(model).tradeoff == card["calibration"]["tradeoff"]
+    again = subprocess.run(bench, capture_output=True, text=True, timeout=300)  # views on views: refused
+    assert again.returncode == 1 and again.stderr.count("\n") == 1, again.stderr
+    assert "already names views [0.6]" in again.stderr
 
 
 def test_till_bench_refuses_a_detector_setting_the_app_refuses_with_one_line(datasets, brightness_tflite, tmp_path):

@@ -114,6 +114,10 @@ def register(group: click.Group) -> None:
     @click.option("--data-licence", default=None, help="Licence text for the card (default: by source).")
     @click.option("--mirror/--no-mirror", default=True, show_default=True,
                   help="Ship the mean of each crop's and its mirror image's estimate (two passes per face).")
+    @click.option("--view-margins", type=float, multiple=True,
+                  help="Test-time views: further crop margins the app also cuts each face at, averaging the "
+                       "estimates (repeat; e.g. --view-margins 0.045 --view-margins 0.16). The card's figures "
+                       "are measured the same way.")
     @user_errors
     def export(model_path, data_dirs, out_path, **options):
         """Quantize a trained model to int8 TFLite and write its model card."""

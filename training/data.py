@@ -15,7 +15,7 @@ import hashlib
 import logging
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -436,6 +436,27 @@ def load_crops(
                  unreadable=np.array(unreadable, dtype=str), no_face=np.array(no_face, dtype=str))
         tmp.replace(cache)
     return crops
+
+
+def crops_per_view(load: Callable[[CropSettings], Crops], crop: CropSettings) -> list[Crops]:
+    """``load(view)`` at each test-time view of ``crop`` (`CropSettings.views`), the card's own framing first.
+
+    Raises:
+        DataError: if two views found faces in different photos: their estimates cannot be averaged.
+    """
+    views = crop.views
+    out = [load(views[0])]
+    for view in views[1:]:
+        out.append(load(view))
+        if not np.array_equal(out[-1].index, out[0].index):
+            raise DataError(f"crop margin {view.margin:g} found faces in other photos than margin "
+                            f"{views[0].margin:g}: the views cannot be averaged")
+    return out
+
+
+def mean_over_views(predict: Callable[[np.ndarray], np.ndarray], views: list[Crops]) -> np.ndarray:
+    """(m,) float64: each photo's estimate, the mean of ``predict`` over its views (`crops_per_view`), as the app's."""
+    return np.mean([np.asarray(predict(view.images), np.float64) for view in views], axis=0)
 
 
 def split_crops(

@@ -13,7 +13,7 @@ import numpy as np
 from edge_app.age_model import AgeRegressor
 from edge_app.config import AgeModelConfig
 from edge_app.errors import AgecheckError
-from training.data import GENDERS, RACES, load_crops, load_sources, select
+from training.data import GENDERS, RACES, crops_per_view, load_crops, load_sources, mean_over_views, select
 from training.export import RunSettings, canvas_from_card, detector_from_card, load_float_model, predict_keras
 from training.metrics import calibrate_margins, figures, figures_by_source, policy_shares
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("all", "train", "val")
 
 
-def _predictor(model_path: Path):
+def predictor(model_path: Path):
     """(predict function, settings, card margin) for a ``.tflite`` (with card) or ``.keras``."""
     if model_path.suffix == ".tflite":
         regressor = AgeRegressor(AgeModelConfig(model_path=str(model_path), num_threads=os.cpu_count() or 1))
@@ -151,31 +151,22 @@ def evaluate(
     model_path = Path(model_path)
     if not model_path.is_file():
         raise AgecheckError(f"model {model_path} does not exist")
-    predict, settings, card_margin = _predictor(model_path)
+    predict, settings, card_margin = predictor(model_path)
     margin = margin_years if margin_years is not None else card_margin
     if margin is None:
         raise AgecheckError(f"{model_path} records no MAE to use as the margin: pass --margin")
     images = select(load_sources(list(data_dirs), settings.val_fraction, settings.seed), split, max_images, seed)
     if len(images) == 0:
         raise AgecheckError(f"no {split} images in {', '.join(map(str, data_dirs))}")
-    views = settings.crop.views
-
-    def crops_of(view):
-        return load_crops(images, settings.image_size, view, settings.detector, require_face=detect_faces,
-                          canvas=settings.canvas, degradation=(degradation, seed) if degradation else None)
-
-    crops = crops_of(views[0])
+    by_view = crops_per_view(  # the card's test-time views, averaged as the app does (`crop_face_views`)
+        lambda view: load_crops(images, settings.image_size, view, settings.detector, require_face=detect_faces,
+                                canvas=settings.canvas, degradation=(degradation, seed) if degradation else None),
+        settings.crop)
+    crops = by_view[0]
     if len(crops.images) == 0:
         raise AgecheckError(f"no image in {', '.join(map(str, data_dirs))} could be scored "
                             f"({len(crops.unreadable)} unreadable, {len(crops.no_face)} without a face)")
-    predicted = predict(crops.images).astype(np.float64)
-    for view in views[1:]:  # the card's test-time views, as the app averages them (`crop_face_views`)
-        framed = crops_of(view)
-        if not np.array_equal(framed.index, crops.index):
-            raise AgecheckError(f"crop margin {view.margin:g} found faces in other photos than margin "
-                                f"{views[0].margin:g}: the views cannot be averaged")
-        predicted += predict(framed.images)
-    predicted /= len(views)
+    predicted = mean_over_views(predict, by_view)
     true_years = images.age_years[crops.index].astype(np.float64)
     sources = images.source[crops.index]
 
@@ -191,7 +182,7 @@ def evaluate(
         "data": ", ".join(map(str, data_dirs)),
         "split": split,
         "degradation": degradation or "none",
-        "test_time_margins": [view.margin for view in views],
+        "test_time_margins": [view.margin for view in settings.crop.views],
         "seed": seed,
         "images": len(images),
         "scored": int(len(predicted)),

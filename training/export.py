@@ -8,7 +8,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from edge_app.config import MODELS_DIR, AgeModelConfig, DetectorConfig
 from edge_app.crop import CropSettings
 from edge_app.errors import AgecheckError
 from edge_app.model_card import ModelCard, write_card
-from training.data import LabelledImages, load_crops, load_sources, select
+from training.data import LabelledImages, crops_per_view, load_crops, load_sources, mean_over_views, select
 from training.metrics import calibrate_margins, errors, figures, figures_by_source, gate_tradeoff
 from training.train import PHOTO_DETECTOR
 
@@ -180,6 +180,53 @@ def photo_crops(images: LabelledImages, settings: RunSettings, cache_dir: Path |
                       canvas=settings.canvas, degradation=degradation)
 
 
+def with_views(settings: RunSettings, view_margins: tuple[float, ...]) -> RunSettings:
+    """``settings`` whose crop names the test-time ``view_margins`` (none: unchanged)."""
+    if not view_margins:
+        return settings
+    try:
+        return replace(settings, crop=replace(settings.crop, view_margins=tuple(view_margins)))
+    except ValueError as error:
+        raise AgecheckError(f"--view-margins {' '.join(map(str, view_margins))}: {error}") from None
+
+
+def test_time_text(crop: CropSettings, mirror: bool = True) -> str:
+    """The card's ``test_time``: how one estimate is made from a face."""
+    one = "mean of the crop's and its mirror image's estimate" if mirror else "one pass"
+    if not crop.view_margins:
+        return one
+    margins = ", ".join(f"{view.margin:g}" for view in crop.views)
+    each = "each the mean of its own and its mirror image's estimate" if mirror else "one pass each"
+    return f"mean over {len(crop.views)} framings of the face (crop margins {margins}), {each}"
+
+
+def int8_figures(true_clean, int8_clean, sources_clean, true_camera, int8_camera, sources_camera,
+                 threshold_age: float) -> dict:
+    """The card's measured figures of the shipped (int8) estimates, clean and under the camera mix.
+
+    The margin (``mae``) is the camera mix's MAE; the calibration and trade-off table are of
+    the same estimates. Keys in the card's order: ``mae``, ``rmse``, ``clean_mae``,
+    ``clean_rmse``, ``int8_bands``, ``clean``, ``camera``, ``calibration``.
+    """
+    clean_errors, camera_errors = errors(true_clean, int8_clean), errors(true_camera, int8_camera)
+    margin = camera_errors["mae"]
+    return {
+        "mae": round(margin, 3),
+        "rmse": round(camera_errors["rmse"], 3),
+        "clean_mae": round(clean_errors["mae"], 3),
+        "clean_rmse": round(clean_errors["rmse"], 3),
+        "int8_bands": camera_errors["bands"],
+        "clean": _card_figures(true_clean, int8_clean, sources_clean, threshold_age, margin),
+        "camera": _card_figures(true_camera, int8_camera, sources_camera, threshold_age, margin),
+        "calibration": {  # the gate's shares at the card's own margin: camera.policy
+            "threshold_age": threshold_age,
+            "measured_under": CARD_DEGRADATION,
+            "margin_years_to_flag_share_of_minors": calibrate_margins(true_camera, int8_camera, threshold_age),
+            "tradeoff": gate_tradeoff(true_camera, int8_camera),  # at every limit: `agecheck card`
+        },
+    }
+
+
 def _card_figures(true_years, predicted, sources, threshold_age, margin_years) -> dict:
     out = figures(true_years, predicted, threshold_age, margin_years)
     if len(set(sources.tolist())) > 1:
@@ -196,6 +243,7 @@ def export(
     threshold_age: float = 18,
     data_licence: str | None = None,
     mirror: bool = True,
+    view_margins: tuple[float, ...] = (),
 ) -> dict:
     """Quantize, measure, and write ``out_path`` with its card, or refuse and write nothing.
 
@@ -213,6 +261,9 @@ def export(
         data_licence: licence text for every source (default: by source name or layout).
         mirror: export the mean of each crop's and its mirror's estimate
             (`training.model.mirror_averaged`); float figures are measured the same way.
+        view_margins: test-time views the card names (`CropSettings.view_margins`): the app
+            averages each face's estimates at the run's margin and these; every figure of the
+            card is measured the same way.
 
     Raises:
         AgecheckError: if the int8 model's validation MAE is more than ``max_mae_increase``
@@ -223,6 +274,7 @@ def export(
         raise AgecheckError(f"--out {out_path} must end in .tflite")
     model = load_float_model(model_path)
     settings = RunSettings.for_model(model_path, int(model.input_shape[1]))
+    settings = with_views(settings, view_margins)
     if mirror:
         from training.model import mirror_averaged
 
@@ -240,12 +292,15 @@ def export(
     pool = train_images if len(train_images) else val_images
     picked = pool.subset(np.sort(rng.choice(len(pool), size=min(calibration_images, len(pool)), replace=False)))
     representative = photo_crops(picked, settings, cache).images
-    clean = photo_crops(val_images, settings, cache)
-    camera = photo_crops(val_images, settings, cache, (CARD_DEGRADATION, settings.seed))
+    clean_views = crops_per_view(lambda view: photo_crops(val_images, replace(settings, crop=view), cache),
+                                 settings.crop)
+    camera_views = crops_per_view(lambda view: photo_crops(val_images, replace(settings, crop=view), cache,
+                                                           (CARD_DEGRADATION, settings.seed)), settings.crop)
+    clean, camera = clean_views[0], camera_views[0]
     if len(clean.images) == 0:
         raise AgecheckError(f"no readable validation images in {', '.join(map(str, data_dirs))}")
 
-    float_clean = predict_keras(model, clean.images)
+    float_clean = mean_over_views(lambda crops: predict_keras(model, crops), clean_views)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         candidate = Path(tmp) / out_path.name
@@ -253,8 +308,8 @@ def export(
         write_card(candidate, {"architecture": "ResNet50 regressor", "input_size": settings.image_size,
                                "crop": settings.crop.to_dict(), "mae": 0.0})
         regressor = AgeRegressor(AgeModelConfig(model_path=str(candidate), num_threads=os.cpu_count() or 1))
-        int8_clean = regressor.predict(clean.images)
-        int8_camera = regressor.predict(camera.images)
+        int8_clean = mean_over_views(regressor.predict, clean_views)
+        int8_camera = mean_over_views(regressor.predict, camera_views)
         true_clean = val_images.age_years[clean.index].astype(np.float64)
         true_camera = val_images.age_years[camera.index].astype(np.float64)
         float_errors, int8_errors = errors(true_clean, float_clean), errors(true_clean, int8_clean)
@@ -265,9 +320,9 @@ def export(
                 f"the float model's {float_errors['mae']:.2f} (allowed: {max_mae_increase}); "
                 "nothing written: try more --calibration-images"
             )
-        camera_errors = errors(true_camera, int8_camera)
-        margin = camera_errors["mae"]
-        margins = calibrate_margins(true_camera, int8_camera, threshold_age)
+        measured = int8_figures(true_clean, int8_clean, val_images.source[clean.index],
+                                true_camera, int8_camera, val_images.source[camera.index], threshold_age)
+        margin = measured["mae"]
         sources = {name: val_images.subset(np.flatnonzero(val_images.source == name)) for name in images.sources}
         layouts = dict(zip(images.sources, images.layout.split("+"), strict=True))
         run_config = settings.report.get("config", {})
@@ -276,7 +331,7 @@ def export(
             "input_size": settings.image_size,
             "input": "uint8 RGB face crop, values 0-255; ResNet50 preprocessing is inside the model",
             "output": "float32 age in years",
-            "test_time": "mean of the crop's and its mirror image's estimate" if mirror else "one pass",
+            "test_time": test_time_text(settings.crop, mirror),
             "quantization": f"full-integer int8 post-training, calibrated on {len(representative)} training crops",
             "crop": settings.crop.to_dict(),
             "detector": {
@@ -310,22 +365,10 @@ def export(
                 "margin_measured_under": CARD_DEGRADATION,
             },
             "date": datetime.date.today().isoformat(),
-            "mae": round(margin, 3),
-            "rmse": round(camera_errors["rmse"], 3),
-            "clean_mae": round(int8_errors["mae"], 3),
-            "clean_rmse": round(int8_errors["rmse"], 3),
+            **{key: measured[key] for key in ("mae", "rmse", "clean_mae", "clean_rmse")},
             "float_mae": round(float_errors["mae"], 3),
             "float_rmse": round(float_errors["rmse"], 3),
-            "int8_bands": camera_errors["bands"],
-            "clean": _card_figures(true_clean, int8_clean, val_images.source[clean.index], threshold_age, margin),
-            "camera": _card_figures(true_camera, int8_camera, val_images.source[camera.index], threshold_age,
-                                    margin),
-            "calibration": {  # the gate's shares at the card's own margin: camera.policy
-                "threshold_age": threshold_age,
-                "measured_under": CARD_DEGRADATION,
-                "margin_years_to_flag_share_of_minors": margins,
-                "tradeoff": gate_tradeoff(true_camera, int8_camera),  # at every limit: `agecheck card`
-            },
+            **{key: measured[key] for key in ("int8_bands", "clean", "camera", "calibration")},
         }
         shutil.move(str(candidate), out_path)
     card_path = write_card(out_path, card)
