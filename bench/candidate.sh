@@ -8,7 +8,9 @@
 # as on a new machine, is made there once). Writes docs/model/candidates/NAME.* (card, evaluations, paired
 # comparisons per photo, per till frame and per till customer, with the margin at which the candidate's
 # till asks as many minors, crop border, glasses, face masks, texture, the quality gate's sweep); files
-# that name dataset photos (predictions, customers) stay in RUN and BASE_RUN. On 2 cores it
+# that name dataset photos (predictions, customers) stay in RUN and BASE_RUN. BASE_RUN's files must be
+# of the shipped model as the app estimates today (its card's test-time views included: since
+# 2026-11-28 ~/.cache/agecheck-runs/v5-gpu/views, not v5-gpu, whose files are of one view). On 2 cores it
 # took 29 min with a till of 900 customers (export and crops already made); the till of
 # 1,097 customers it now replays (every 13-17 among them) takes 23 min per model and run; the
 # 96 px candidate of 2026-11-27 took 55 min, and a second till replay at the matched margin
@@ -51,9 +53,13 @@ step() { echo; echo "== $NAME: $* ($(date +%H:%M))"; }
 # models' prediction files by their folders: models_NAME_..., candidate_NAME_...
 STEM=$(basename "$SHIPPED" .tflite)
 MODEL=$RUN/candidate/$STEM.tflite
+# The candidate is estimated as the shipped model is: from the same test-time views (if its card names any).
+VIEWS=()
+for m in $("$BIN/python" -c 'import json, sys; print(*json.load(open(sys.argv[1]))["crop"].get("view_margins", []))' \
+           "${SHIPPED%.tflite}.json"); do VIEWS+=(--view-margins "$m"); done
 if [ ! -f "$MODEL" ]; then
-    step "export (int8, card; its margin measured under the camera mix)"
-    "$BIN/agecheck" export --model "$RUN/model.keras" "${DATA[@]}" --out "$MODEL"
+    step "export (int8, card; its margin measured under the camera mix; views: ${VIEWS[*]:-none})"
+    "$BIN/agecheck" export --model "$RUN/model.keras" "${DATA[@]}" --out "$MODEL" "${VIEWS[@]}"
 fi
 cp "${MODEL%.tflite}.json" "$OUT.card.json"
 [ -f "$RUN/history.csv" ] && cp "$RUN/history.csv" "$OUT.history.csv"

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from bench.report import photo_bench_parser, public_settings, run_bench, write_report  # noqa: E402
 from edge_app.age_model import AgeRegressor  # noqa: E402
 from edge_app.config import AgeModelConfig, DetectorConfig  # noqa: E402
-from edge_app.crop import crop_faces  # noqa: E402
+from edge_app.crop import crop_face_views  # noqa: E402
 from edge_app.detect import FaceDetector  # noqa: E402
 from edge_app.quality import BRIGHT_FACE_BRIGHTNESS, DARK_FACE_BRIGHTNESS, brightness, measure  # noqa: E402
 from training.data import RACES, detect_in_photo, load_sources, most_confident, read_rgb, select  # noqa: E402
@@ -106,8 +106,9 @@ def sweep(args: argparse.Namespace) -> None:
             best = most_confident(detect_in_photo(detector, rgb, 3.0))
             if best is None:
                 return None
-            crops = crop_faces(rgb, best.xyxy, size, crop, best.keypoints)
-            return measure(best, crops), float(regressor.predict(crops)[0]), float(brightness(crops)[0])
+            views = crop_face_views(rgb, best.xyxy, size, crop, best.keypoints)  # as the app: every view of the card
+            crops = views[:, 0]
+            return measure(best, crops), float(regressor.predict_views(views)[0]), float(brightness(crops)[0])
 
         for path, age, race in zip(images.paths, images.age_years.tolist(), images.race.tolist(), strict=True):
             rgb = read_rgb(path)

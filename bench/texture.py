@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from bench.report import photo_bench_parser, public_settings, run_bench, write_report  # noqa: E402
 from edge_app.age_model import AgeRegressor  # noqa: E402
 from edge_app.config import AgeModelConfig  # noqa: E402
-from edge_app.crop import crop_faces  # noqa: E402
+from edge_app.crop import crop_face_views  # noqa: E402
 from edge_app.errors import AgecheckError  # noqa: E402
 from training.data import GENDERS, RACES, iter_detected_faces, load_sources, select  # noqa: E402
 from training.degrade import DEGRADATIONS, degrade  # noqa: E402
@@ -85,18 +85,18 @@ def measure(args: argparse.Namespace) -> None:
     kept, crops = [], {name: [] for name in conditions}
     for position, rgb, face in iter_detected_faces(images, PHOTO_DETECTOR, PHOTO_CANVAS):
         kept.append(position)
-        clean = crop_faces(rgb, face.xyxy, card.input_size, card.crop, face.keypoints)[0]
+        clean = crop_face_views(rgb, face.xyxy, card.input_size, card.crop, face.keypoints)[0]  # every view of the card
         crops["clean"].append(clean)
         key = images.paths[position].name  # each photo draws its own corruption, as --degrade does
         for name in args.changes:
             if args.on_crop:
-                crops[name].append(degrade(clean, name, args.seed, key))
+                crops[name].append(np.stack([degrade(view, name, args.seed, key) for view in clean]))
             else:
                 photo = degrade(rgb, name, args.seed, key)
-                crops[name].append(crop_faces(photo, face.xyxy, card.input_size, card.crop, face.keypoints)[0])
+                crops[name].append(crop_face_views(photo, face.xyxy, card.input_size, card.crop, face.keypoints)[0])
     if not kept:
         raise AgecheckError(f"no face was found in any of {len(images)} photos; expected labelled face photos")
-    predicted = {name: regressor.predict(np.stack(crops[name])) for name in conditions}
+    predicted = {name: regressor.predict_views(np.stack(crops[name])) for name in conditions}
     true = images.age_years[kept].astype(np.float64)
     sources = images.source[kept]
 

@@ -37,7 +37,7 @@ from bench.per_customer import background_without_faces, customer_frames, custom
 from bench.report import photo_bench_parser, public_settings, run_bench, write_report  # noqa: E402
 from edge_app.age_model import AgeRegressor  # noqa: E402
 from edge_app.config import AgeModelConfig  # noqa: E402
-from edge_app.crop import crop_faces  # noqa: E402
+from edge_app.crop import crop_face_views  # noqa: E402
 from edge_app.detect import FaceDetector  # noqa: E402
 from edge_app.errors import AgecheckError  # noqa: E402
 from edge_app.faces import Faces  # noqa: E402
@@ -51,8 +51,8 @@ WAYS = ("photo", "till frame")
 
 
 def estimate(models: list[AgeRegressor], rgb: np.ndarray, face: Faces) -> list[float]:
-    """Each model's estimate of ``face``, cut from ``rgb`` with that model's card settings."""
-    return [float(m.predict(crop_faces(rgb, face.xyxy, m.input_size, m.card.crop, face.keypoints))[0])
+    """Each model's estimate of ``face``, cut from ``rgb`` with that model's card settings (every view it names)."""
+    return [float(m.predict_views(crop_face_views(rgb, face.xyxy, m.input_size, m.card.crop, face.keypoints))[0])
             for m in models]
 
 
