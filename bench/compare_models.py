@@ -20,6 +20,11 @@ those margins from it (a flag is sticky: a customer is asked at any limit above 
 the narrowest candidate margin at which the candidate's till asks as many minors: any margin
 from one replay per model, exact from each replay's own margin up (replay at
 ``--margin-years 0``; below it a customer who would have been flagged ``uncertain`` is missed).
+
+With ``--margins``, UTKFace's photos are also split by the gender and race their file names
+label: minors (under 18) and adults 25+ each model asks in each group, and how many changed
+sides (per photo, and at the till where the files are a till's), since a change that serves
+one group worse can hide in the totals ("Fairness" in docs/MODEL.md).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import write_report  # noqa: E402
 from edge_app.margins import asked_below  # noqa: E402
+from training.data import GENDERS, RACES, utkface_labels  # noqa: E402
 from training.evaluate import cell  # noqa: E402
 from training.metrics import gate_flags, paired_change, teens_and_adults  # noqa: E402
 
@@ -141,6 +147,29 @@ def decisions_changed(true: np.ndarray, before: np.ndarray, after: np.ndarray) -
     return rows
 
 
+def labelled_groups(keys: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+    """``{"black": mask, ...}``: UTKFace's photos among ``keys`` by the gender and race their names label."""
+    labels = np.array([utkface_labels(name) if source == "utkface" else (-1, -1) for source, name in keys]
+                      ).reshape(-1, 2)
+    groups = {name: labels[:, 1] == code for code, name in RACES.items()}
+    groups |= {name: labels[:, 0] == code for code, name in GENDERS.items()}
+    return {name: mask for name, mask in groups.items() if mask.any()}
+
+
+def asked_by_group(true: np.ndarray, before: np.ndarray, after: np.ndarray, groups: dict[str, np.ndarray],
+                   threshold_age: float = 18.0) -> list[dict]:
+    """Per group, minors and adults 25+ asked (``before``/``after``: bool per photo or customer), and changes."""
+    rows = []
+    for name, mask in groups.items():
+        row = {"group": name}
+        for label, people in (("minors", true < threshold_age), ("adults_25_plus", true >= 25)):
+            m = mask & people
+            row[label] = {"count": int(m.sum()), "before": int(before[m].sum()), "after": int(after[m].sum()),
+                          "lost": int((before & ~after)[m].sum()), "gained": int((~before & after)[m].sum())}
+        rows.append(row)
+    return rows
+
+
 def compare(before: dict, after: dict, margins: tuple[float, float] | None = None) -> dict[str, dict]:
     """`paired_change` (and `minors_flagged` with ``margins``) for all photos and for each source.
 
@@ -157,12 +186,14 @@ def compare(before: dict, after: dict, margins: tuple[float, float] | None = Non
     true = np.array([before[k][0] for k in keys])
     if not np.array_equal(true, [after[k][0] for k in keys]):
         raise ValueError("the files label the same photos with different ages; expected the same data")
-    decisions = till_matched = till_key = None
+    decisions = till_matched = till_key = till_groups = None
     decided = [_decisions([scored[k] for k in keys], margin)
                for scored, margin in zip((before, after), margins or (None, None), strict=True)]
     if None not in decided:
         decisions = decisions_changed(true, decided[0][0], decided[1][0])
         decisions_at = {"before": decided[0][1], "after": decided[1][1]}
+        if margins is not None:
+            till_groups = asked_by_group(true, decided[0][0], decided[1][0], labelled_groups(keys))
     if before[keys[0]].asked_below is not None and after[keys[0]].asked_below is not None:
         # From the lowest medians: the till's own key figure (every customer, fail-safe flags
         # included), and with margins its own same protection.
@@ -191,6 +222,8 @@ def compare(before: dict, after: dict, margins: tuple[float, float] | None = Non
         for name, m in groups.items():
             results[name]["gate"] = minors_flagged(true[m], pred_before[m], pred_after[m], margins)
         results["all"]["matched"] = matched_margin(true, pred_before, pred_after, margins)
+        results["all"]["by_group"] = asked_by_group(true, gate_flags(pred_before, 18.0, margins[0]),
+                                                    gate_flags(pred_after, 18.0, margins[1]), labelled_groups(keys))
     results["all"]["not_estimated"] = int((~estimated).sum())
     if decisions is not None:
         results["all"]["decisions"] = decisions
@@ -199,7 +232,19 @@ def compare(before: dict, after: dict, margins: tuple[float, float] | None = Non
         results["all"]["till_matched"] = till_matched
     if till_key is not None:
         results["all"]["till_key"] = till_key
+    if till_groups:
+        results["all"]["till_by_group"] = till_groups
     return results
+
+
+def _group_lines(rows: list[dict], what: str) -> list[str]:
+    """A Markdown table of `asked_by_group` rows."""
+    def cell_of(c):
+        return f"{c['before']} → {c['after']} of {c['count']} ({c['lost']} lost, {c['gained']} gained)"
+
+    lines = ["", f"{what}, by the gender and race UTKFace's file names label:", "",
+             "| group | minors (under 18) asked | adults 25+ asked |", "| --- | ---: | ---: |"]
+    return lines + [f"| {r['group']} | {cell_of(r['minors'])} | {cell_of(r['adults_25_plus'])} |" for r in rows]
 
 
 def markdown(results: dict[str, dict], before_name: str, after_name: str) -> str:
@@ -248,6 +293,8 @@ def markdown(results: dict[str, dict], before_name: str, after_name: str) -> str
             g = r["gate"]
             lines.append(f"| {name} | {g['minors']} | {g['flagged_before']} → {g['flagged_after']} "
                          f"| {g['lost']} | {g['gained']} |")
+        if results["all"].get("by_group"):
+            lines += _group_lines(results["all"]["by_group"], "Per photo, each at its own margin")
         m = results["all"]["matched"]
         lines += ["", f"At the same protection: from margin {m['margin_after']:.1f} the candidate's estimates flag "
                   f"as many minors as before ({m['minors_after']} of {m['minors']}, before {m['minors_before']}); "
@@ -258,6 +305,10 @@ def markdown(results: dict[str, dict], before_name: str, after_name: str) -> str
                   f"till asks as many minors as before ({m['minors_after']} of {m['minors']}, before "
                   f"{m['minors_before']}), for any reason; adults 25+ asked then: {m['adults_before']} → "
                   f"{m['adults_after']} of {m['adults']}."]
+    if results["all"].get("till_by_group"):
+        at = results["all"]["decisions_at"]
+        lines += _group_lines(results["all"]["till_by_group"], f"At the till (before {at['before']}, after "
+                              f"{at['after']}), customers asked for any reason")
     return "\n".join(lines) + "\n"
 
 

@@ -490,6 +490,37 @@ def test_compare_models_reads_the_tills_decisions_at_any_margin_from_the_lowest_
     assert "till_key" not in mixed["all"] and "till_matched" not in mixed["all"]
 
 
+def test_compare_models_splits_utkface_by_its_labelled_groups_per_photo_and_at_the_till(tmp_path):
+    from bench.compare_models import compare, markdown, read_predictions
+
+    header = "source,file_name,real_age,predicted_age,seen,flagged,reason,lowest_age\n"
+    # (source, file name: AGE_GENDER_RACE_..., age, lowest median before, after); read at margin 6 (limit 24)
+    customers = [("utkface", "15_0_1_a.jpg", 15, 20.0, 26.0),  # a black boy: asked before, not after
+                 ("utkface", "16_1_1_b.jpg", 16, 23.0, 22.0),  # a black girl: asked both times
+                 ("utkface", "30_1_0_c.jpg", 30, 30.0, 21.0),  # a white woman: asked after only
+                 ("utkface", "14_0_0_d.jpg", 14, 25.0, 23.0),  # a white boy: asked after only
+                 ("aaf", "000001.jpg", 15, 20.0, 30.0)]  # no labels: in no group
+    files = {}
+    for side in (3, 4):
+        files[side] = tmp_path / f"{side}.csv"
+        files[side].write_text(header + "".join(f"{c[0]},{c[1]},{c[2]},{c[side]},1,0,,{c[side]}\n"
+                                                for c in customers))
+    results = compare(read_predictions(files[3]), read_predictions(files[4]), (6.0, 6.0))
+    for key in ("by_group", "till_by_group"):  # per last estimate, and the till's decisions from the lowest medians
+        rows = {r["group"]: r for r in results["all"][key]}
+        assert list(rows) == ["white", "black", "male", "female"], key  # groups present among the photos
+        assert rows["black"]["minors"] == {"count": 2, "before": 2, "after": 1, "lost": 1, "gained": 0}
+        assert rows["white"]["minors"] == {"count": 1, "before": 0, "after": 1, "lost": 0, "gained": 1}
+        assert rows["white"]["adults_25_plus"] == {"count": 1, "before": 0, "after": 1, "lost": 0, "gained": 1}
+        assert rows["male"]["minors"]["count"] == 2 and rows["female"]["adults_25_plus"]["after"] == 1
+    text = markdown(results, "3.csv", "4.csv")
+    assert "| black | 2 → 1 of 2 (1 lost, 0 gained) | 0 → 0 of 0 (0 lost, 0 gained) |" in text
+    assert "At the till (before read at margin 6, after read at margin 6)" in text
+    from training.data import utkface_labels
+
+    assert utkface_labels("15_0_12_x.jpg") == (0, -1) and utkface_labels("15_1.jpg") == (-1, -1)  # no such race
+
+
 def test_matched_margin_widens_the_candidates_gate_until_it_asks_as_many_minors():
     from bench.compare_models import matched_margin
 

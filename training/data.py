@@ -216,12 +216,21 @@ def _load_labels(data_dir: str | Path) -> LabelledImages:
                 f"{path}: file name does not start with an age (AGE_GENDER_RACE_*.jpg); {LAYOUTS_HELP}"
             )
         ages.append(_parse_age(fields[0], str(path)))
-        genders.append(int(fields[1]) if fields[1] in ("0", "1") else -1)
-        races.append(int(fields[2]) if len(fields) > 3 and fields[2] in "01234" and fields[2] else -1)
+        gender, race = utkface_labels(path.name)
+        genders.append(gender)
+        races.append(race)
     return LabelledImages(
         root, "utkface", images, np.array(ages, np.float32), np.full(len(images), ""),
         np.array(genders, np.int64), np.array(races, np.int64),
     )
+
+
+def utkface_labels(file_name: str) -> tuple[int, int]:
+    """``(gender, race)`` codes (`GENDERS`, `RACES`) of a UTKFace file name ``AGE_GENDER_RACE_*``; -1 where absent."""
+    fields = file_name.split("_")
+    gender = int(fields[1]) if len(fields) > 1 and fields[1] in ("0", "1") else -1
+    race = int(fields[2]) if len(fields) > 3 and fields[2] in ("0", "1", "2", "3", "4") else -1
+    return gender, race
 
 
 def split_indices(
