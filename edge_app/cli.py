@@ -150,6 +150,8 @@ def card(config_path, model, threshold_age, margin_years):
     key = data.get("camera", {}).get("key", {}).get("age_13_17_flagged")
     click.echo(f"{card.path.with_suffix('.tflite').name}: {data['architecture']}, {data['input_size']} px input, "
                f"card of {data.get('date', '?')}")
+    if "test_time" in data:
+        click.echo(f"  each estimate: {data['test_time']}")
     for source in data.get("training_data", {}).get("sources", []):
         click.echo(f"  trained on {source.get('name', '?')}: {source.get('licence', 'licence not stated')}")
     click.echo(f"MAE {card.mae_years:.2f} years on its validation photos under the camera mix (clean: "

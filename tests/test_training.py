@@ -726,6 +726,8 @@ def test_card_views_measures_the_card_again_as_evaluate_then_reads_it(datasets, 
     assert card["mae"] > 0 and report["errors"]["mae"] == pytest.approx(card["mae"], abs=1e-3)
     assert report["key"] == card["camera"]["key"]
     assert ModelCard.load(model).tradeoff == card["calibration"]["tradeoff"]
+    shown = ok(invoke("card", "--model", model))  # the operator is told how each estimate is made
+    assert "  each estimate: mean over 2 framings of the face (crop margins 0.1, 0.6), one pass each" in shown.output
     again = subprocess.run(bench, capture_output=True, text=True, timeout=300)  # views on views: refused
     assert again.returncode == 1 and again.stderr.count("\n") == 1, again.stderr
     assert "already names views [0.6]" in again.stderr
