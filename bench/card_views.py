@@ -30,9 +30,9 @@ from bench.report import run_bench  # noqa: E402
 from edge_app.config import DEFAULT_AGE_MODEL  # noqa: E402
 from edge_app.errors import AgecheckError  # noqa: E402
 from edge_app.model_card import ModelCard, write_card  # noqa: E402
-from training.data import crops_per_view, load_crops, load_sources, mean_over_views, select  # noqa: E402
+from training.data import load_sources, mean_over_views, select  # noqa: E402
 from training.evaluate import predictor  # noqa: E402
-from training.export import CARD_DEGRADATION, int8_figures, test_time_text, with_views  # noqa: E402
+from training.export import CARD_DEGRADATION, int8_figures, test_time_text, view_crops, with_views  # noqa: E402
 
 REPLACED = ("test_time", "crop", "date", "mae", "rmse", "clean_mae", "clean_rmse")
 
@@ -61,9 +61,7 @@ def measure(args: argparse.Namespace) -> None:
                             f"{sorted(expected)}")
     scored = {}
     for name, degradation in (("clean", None), ("camera", (CARD_DEGRADATION, settings.seed))):
-        views = crops_per_view(lambda view, d=degradation: load_crops(
-            images, settings.image_size, view, settings.detector, canvas=settings.canvas, degradation=d),
-            settings.crop)
+        views = view_crops(images, settings, None, degradation)
         index = views[0].index
         scored[name] = (images.age_years[index].astype(np.float64), mean_over_views(predict, views),
                         images.source[index])

@@ -13,8 +13,15 @@ import numpy as np
 from edge_app.age_model import AgeRegressor
 from edge_app.config import AgeModelConfig
 from edge_app.errors import AgecheckError
-from training.data import GENDERS, RACES, crops_per_view, load_crops, load_sources, mean_over_views, select
-from training.export import RunSettings, canvas_from_card, detector_from_card, load_float_model, predict_keras
+from training.data import GENDERS, RACES, load_sources, mean_over_views, select
+from training.export import (
+    RunSettings,
+    canvas_from_card,
+    detector_from_card,
+    load_float_model,
+    predict_keras,
+    view_crops,
+)
 from training.metrics import calibrate_margins, figures, figures_by_source, policy_shares
 
 log = logging.getLogger(__name__)
@@ -158,10 +165,8 @@ def evaluate(
     images = select(load_sources(list(data_dirs), settings.val_fraction, settings.seed), split, max_images, seed)
     if len(images) == 0:
         raise AgecheckError(f"no {split} images in {', '.join(map(str, data_dirs))}")
-    by_view = crops_per_view(  # the card's test-time views, averaged as the app does (`crop_face_views`)
-        lambda view: load_crops(images, settings.image_size, view, settings.detector, require_face=detect_faces,
-                                canvas=settings.canvas, degradation=(degradation, seed) if degradation else None),
-        settings.crop)
+    # the card's test-time views, averaged as the app does (`crop_face_views`)
+    by_view = view_crops(images, settings, None, (degradation, seed) if degradation else None, detect_faces)
     crops = by_view[0]
     if len(crops.images) == 0:
         raise AgecheckError(f"no image in {', '.join(map(str, data_dirs))} could be scored "

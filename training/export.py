@@ -18,7 +18,7 @@ from edge_app.config import MODELS_DIR, AgeModelConfig, DetectorConfig
 from edge_app.crop import CropSettings
 from edge_app.errors import AgecheckError
 from edge_app.model_card import ModelCard, write_card
-from training.data import LabelledImages, crops_per_view, load_crops, load_sources, mean_over_views, select
+from training.data import Crops, LabelledImages, crops_per_view, load_crops, load_sources, mean_over_views, select
 from training.metrics import calibrate_margins, errors, figures, figures_by_source, gate_tradeoff
 from training.train import PHOTO_DETECTOR
 
@@ -174,10 +174,17 @@ def predict_keras(model, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
 
 
 def photo_crops(images: LabelledImages, settings: RunSettings, cache_dir: Path | None,
-                degradation: tuple[str, int] | None = None):
+                degradation: tuple[str, int] | None = None, require_face: bool = False):
     """Model-input crops of ``images`` made as the run made them (`training.data.load_crops`)."""
     return load_crops(images, settings.image_size, settings.crop, settings.detector, cache_dir,
-                      canvas=settings.canvas, degradation=degradation)
+                      require_face=require_face, canvas=settings.canvas, degradation=degradation)
+
+
+def view_crops(images: LabelledImages, settings: RunSettings, cache_dir: Path | None,
+               degradation: tuple[str, int] | None = None, require_face: bool = False) -> list[Crops]:
+    """`photo_crops` at each test-time view of ``settings.crop`` (`training.data.crops_per_view`), its own first."""
+    return crops_per_view(lambda view: photo_crops(images, replace(settings, crop=view), cache_dir, degradation,
+                                                   require_face), settings.crop)
 
 
 def with_views(settings: RunSettings, view_margins: tuple[float, ...]) -> RunSettings:
@@ -292,10 +299,8 @@ def export(
     pool = train_images if len(train_images) else val_images
     picked = pool.subset(np.sort(rng.choice(len(pool), size=min(calibration_images, len(pool)), replace=False)))
     representative = photo_crops(picked, settings, cache).images
-    clean_views = crops_per_view(lambda view: photo_crops(val_images, replace(settings, crop=view), cache),
-                                 settings.crop)
-    camera_views = crops_per_view(lambda view: photo_crops(val_images, replace(settings, crop=view), cache,
-                                                           (CARD_DEGRADATION, settings.seed)), settings.crop)
+    clean_views = view_crops(val_images, settings, cache)
+    camera_views = view_crops(val_images, settings, cache, (CARD_DEGRADATION, settings.seed))
     clean, camera = clean_views[0], camera_views[0]
     if len(clean.images) == 0:
         raise AgecheckError(f"no readable validation images in {', '.join(map(str, data_dirs))}")
