@@ -927,6 +927,25 @@ def test_crops_record_where_their_framing_left_the_photo(datasets):
     assert np.abs(black[solid].astype(int) - rgb[solid].astype(int)).max() <= 1
 
 
+def test_view_crops_cut_from_one_detection_are_the_single_views_crops(datasets, tmp_path):
+    from edge_app.crop import CropSettings
+    from training.data import load_crops, load_sources, load_view_crops
+    from training.train import PHOTO_CANVAS, PHOTO_DETECTOR
+
+    images = load_sources([str(datasets["utkface"])], 0.2, 42)
+    crop = CropSettings(margin=0.1, pad="edge", align=True, view_margins=(0.0, 0.5))
+    views = load_view_crops(images, 32, crop, PHOTO_DETECTOR, tmp_path, canvas=PHOTO_CANVAS)
+    assert len(views) == 3 and len(views[0].index) == len(images.paths)
+    for view, alone in zip(views, crop.views, strict=True):  # the same crops as each view cut on its own
+        single = load_crops(images, 32, alone, PHOTO_DETECTOR, canvas=PHOTO_CANVAS)
+        np.testing.assert_array_equal(view.images, single.images)
+        np.testing.assert_array_equal(view.index, single.index)
+    assert np.abs(views[1].images.astype(int) - views[2].images.astype(int)).mean() > 5  # framings differ
+    again = load_view_crops(images, 32, crop, PHOTO_DETECTOR, tmp_path, canvas=PHOTO_CANVAS)  # from the cache
+    assert len(list(tmp_path.glob("crops-*.npz"))) == 1
+    np.testing.assert_array_equal(again[2].images, views[2].images)
+
+
 def test_quality_sweep_writes_its_tables_per_face_size_sharpness_and_light(datasets, brightness_tflite, tmp_path):
     """bench/quality_sweep.py: shrunk, blurred and relit copies of each photo through the app's detector and crop."""
     done = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "quality_sweep.py"),

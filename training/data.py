@@ -16,14 +16,14 @@ import logging
 import re
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edge_app.config import DetectorConfig
-from edge_app.crop import CropSettings, crop_faces
+from edge_app.crop import CropSettings, crop_face_views, crop_faces
 from edge_app.detect import FaceDetector
 from edge_app.errors import AgecheckError
 from edge_app.faces import Faces
@@ -347,6 +347,7 @@ def iter_face_crops(
     canvas: float = 1.0,
     degradation: tuple[str, int] | None = None,
     with_inside: bool = False,
+    views: bool = False,
 ) -> Iterator[tuple[int, np.ndarray | None, str]]:
     """Yield ``(position, crop, status)``, status ``ok``, ``no_face`` or ``unreadable``.
 
@@ -356,9 +357,13 @@ def iter_face_crops(
     ``require_face``. ``degradation`` (name, seed) corrupts each photo first
     (`training.degrade`), before detection, as a camera would. ``with_inside`` adds a fourth
     channel: 255 where the crop shows the photo, 0 where its framing left the photo.
+    ``views``: each crop is (V, S, S, C), the face cut at every test-time view of ``crop``
+    from its one detection, as the app cuts them (`crop_face_views`); a whole photo is the
+    same in every view.
     """
     from training.degrade import degrade
 
+    cut = crop if views else replace(crop, view_margins=())
     with FaceDetector(detector_config, video=False) as detector:
         for position, path in enumerate(images.paths):
             rgb = read_rgb(path)
@@ -369,18 +374,23 @@ def iter_face_crops(
                 rgb = degrade(rgb, degradation[0], degradation[1], path.name)
             best = most_confident(detect_in_photo(detector, rgb, canvas))
             if best is not None:
-                face = crop_faces(rgb, best.xyxy, size, crop, best.keypoints)[0]
+                faces = crop_face_views(rgb, best.xyxy, size, cut, best.keypoints)[0]
                 if with_inside:
-                    face = np.dstack([face, inside_photo(rgb.shape, best, size, crop)])
-                yield position, face, "ok"
+                    faces = with_channel(faces, [inside_photo(rgb.shape, best, size, view) for view in cut.views])
+                yield position, faces if views else faces[0], "ok"
             elif require_face:
                 yield position, None, "no_face"
             else:
                 whole = np.array([[0, 0, rgb.shape[1], rgb.shape[0]]], np.float32)
                 face = crop_faces(rgb, whole, size, CropSettings(0.0, crop.pad))[0]
                 if with_inside:
-                    face = np.dstack([face, np.full(face.shape[:2], 255, np.uint8)])
-                yield position, face, "no_face"
+                    face = with_channel(face, np.full(face.shape[:2], 255, np.uint8))
+                yield position, np.stack([face] * len(cut.views)) if views else face, "no_face"
+
+
+def with_channel(face: np.ndarray, inside) -> np.ndarray:
+    """``face`` (..., S, S, 3) with ``inside`` (..., S, S) as a fourth channel."""
+    return np.concatenate([face, np.asarray(inside, np.uint8)[..., None]], axis=-1)
 
 
 def inside_photo(shape: tuple[int, ...], face: Faces, size: int, crop: CropSettings) -> np.ndarray:
@@ -404,17 +414,19 @@ def load_crops(
     canvas: float = 1.0,
     degradation: tuple[str, int] | None = None,
     with_inside: bool = False,
+    views: bool = False,
 ) -> Crops:
     """Decode, detect and crop every image once, keeping uint8 crops in memory.
 
     With ``cache_dir`` the crops are saved there (never inside the project: they are
     derived from the dataset) and reused when the same images and settings come again.
-    ``with_inside``: see `iter_face_crops` (the crops then have four channels).
+    ``with_inside``: see `iter_face_crops` (the crops then have four channels). ``views``:
+    the images are (m, V, S, S, C), every test-time view of ``crop`` (`load_view_crops`).
     """
-    settings = (size, crop, detector_config, require_face, canvas, degradation)
-    key = hashlib.sha256(
-        repr((*settings, *(("inside",) if with_inside else ()), [str(p) for p in images.paths])).encode()
-    ).hexdigest()[:16]
+    settings = (size, crop if views else replace(crop, view_margins=()), detector_config, require_face, canvas,
+                degradation)
+    marks = (*(("inside",) if with_inside else ()), *(("views",) if views else ()))
+    key = hashlib.sha256(repr((*settings, *marks, [str(p) for p in images.paths])).encode()).hexdigest()[:16]
     cache = cache_dir / f"crops-{size}px-{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
         stored = np.load(cache, allow_pickle=False)
@@ -422,10 +434,11 @@ def load_crops(
         return Crops(
             stored["images"], stored["index"], list(stored["unreadable"]), list(stored["no_face"])
         )
-    out = np.empty((len(images), size, size, 4 if with_inside else 3), np.uint8)
+    shape = (len(crop.views),) if views else ()
+    out = np.empty((len(images), *shape, size, size, 4 if with_inside else 3), np.uint8)
     kept, unreadable, no_face = [], [], []
     for position, face, status in iter_face_crops(
-        images, size, crop, detector_config, require_face, canvas, degradation, with_inside
+        images, size, crop, detector_config, require_face, canvas, degradation, with_inside, views
     ):
         if status == "unreadable":
             unreadable.append(str(images.paths[position]))
@@ -447,24 +460,21 @@ def load_crops(
     return crops
 
 
-def crops_per_view(load: Callable[[CropSettings], Crops], crop: CropSettings) -> list[Crops]:
-    """``load(view)`` at each test-time view of ``crop`` (`CropSettings.views`), the card's own framing first.
+def load_view_crops(images: LabelledImages, size: int, crop: CropSettings, detector_config: DetectorConfig,
+                    cache_dir: Path | None = None, require_face: bool = False, canvas: float = 1.0,
+                    degradation: tuple[str, int] | None = None) -> list[Crops]:
+    """`load_crops` at each test-time view of ``crop`` (`CropSettings.views`), the card's own framing first.
 
-    Raises:
-        DataError: if two views found faces in different photos: their estimates cannot be averaged.
+    One detection per photo cuts every view, as the app cuts them, so every view holds the
+    same photos in the same order.
     """
-    views = crop.views
-    out = [load(views[0])]
-    for view in views[1:]:
-        out.append(load(view))
-        if not np.array_equal(out[-1].index, out[0].index):
-            raise DataError(f"crop margin {view.margin:g} found faces in other photos than margin "
-                            f"{views[0].margin:g}: the views cannot be averaged")
-    return out
+    both = load_crops(images, size, crop, detector_config, cache_dir, require_face, canvas=canvas,
+                      degradation=degradation, views=True)
+    return [Crops(both.images[:, view], both.index, both.unreadable, both.no_face) for view in range(len(crop.views))]
 
 
 def mean_over_views(predict: Callable[[np.ndarray], np.ndarray], views: list[Crops]) -> np.ndarray:
-    """(m,) float64: each photo's estimate, the mean of ``predict`` over its views (`crops_per_view`), as the app's."""
+    """(m,) float64: each photo's estimate, the mean of ``predict`` over its views (`load_view_crops`), as the app's."""
     return np.mean([np.asarray(predict(view.images), np.float64) for view in views], axis=0)
 
 

@@ -18,7 +18,7 @@ from edge_app.config import MODELS_DIR, AgeModelConfig, DetectorConfig
 from edge_app.crop import CropSettings
 from edge_app.errors import AgecheckError
 from edge_app.model_card import ModelCard, write_card
-from training.data import Crops, LabelledImages, crops_per_view, load_crops, load_sources, mean_over_views, select
+from training.data import Crops, LabelledImages, load_crops, load_sources, load_view_crops, mean_over_views, select
 from training.metrics import calibrate_margins, errors, figures, figures_by_source, gate_tradeoff
 from training.train import PHOTO_DETECTOR
 
@@ -182,9 +182,9 @@ def photo_crops(images: LabelledImages, settings: RunSettings, cache_dir: Path |
 
 def view_crops(images: LabelledImages, settings: RunSettings, cache_dir: Path | None,
                degradation: tuple[str, int] | None = None, require_face: bool = False) -> list[Crops]:
-    """`photo_crops` at each test-time view of ``settings.crop`` (`training.data.crops_per_view`), its own first."""
-    return crops_per_view(lambda view: photo_crops(images, replace(settings, crop=view), cache_dir, degradation,
-                                                   require_face), settings.crop)
+    """`photo_crops` at each test-time view of ``settings.crop``, its own first (`training.data.load_view_crops`)."""
+    return load_view_crops(images, settings.image_size, settings.crop, settings.detector, cache_dir,
+                           require_face=require_face, canvas=settings.canvas, degradation=degradation)
 
 
 def with_views(settings: RunSettings, view_margins: tuple[float, ...]) -> RunSettings:
