@@ -30,6 +30,32 @@ REQUIRED_KEYS = {
 TRADEOFF_GROUPS = {"under_18": "under 18", "age_13_17": "13-17", "age_18_24": "18-24", "age_25_plus": "25+"}
 """The age groups of a card's trade-off table (``calibration.tradeoff``), with their labels."""
 
+LEGAL_AGES = tuple(range(16, 22))
+"""The legal ages whose under-age customers a card's trade-off table counts apart (``under_16`` to
+``under_21``, ``under_18`` being one of `TRADEOFF_GROUPS`); tables before 2026-11-28 hold only 18's."""
+
+
+def under_age_key(threshold_age: float) -> str:
+    """The trade-off table's column of customers under ``threshold_age``: 21 -> ``under_21``."""
+    return f"under_{threshold_age:g}"
+
+
+def tradeoff_columns(card: ModelCard, threshold_age: float) -> tuple[dict[str, str], str | None]:
+    """The trade-off columns to show at ``threshold_age`` (key -> label), and a note where the card lacks its own.
+
+    The first column is the customers under the legal age in force; a card that has no column
+    for that age (tables before 2026-11-28, or a legal age outside `LEGAL_AGES`) shows its
+    under-18s and says so.
+    """
+    rest = {key: label for key, label in TRADEOFF_GROUPS.items() if key != "under_18"}
+    key = under_age_key(threshold_age)
+    if card.tradeoff and key in card.tradeoff[0]:
+        return {key: f"under {threshold_age:g}"} | rest, None
+    note = (f"(this card's table has no column for customers under {threshold_age:g}, the legal age in force: "
+            f"its under-18s are shown; tables since 2026-11-28 hold every legal age {LEGAL_AGES[0]}-{LEGAL_AGES[-1]}, "
+            "bench/card_tradeoff.py makes one)")
+    return dict(TRADEOFF_GROUPS), note
+
 
 def card_path_for(model_path: str | Path) -> Path:
     """``models/x.tflite`` -> ``models/x.json``."""
@@ -70,8 +96,9 @@ class ModelCard:
         """The card's trade-off table: who the gate asked for ID at each limit, [] for cards without one.
 
         Each row has ``limit_years`` (the gate asks when the estimate is below it: threshold
-        plus margin) and, per `TRADEOFF_GROUPS` key, the share of the card's validation photos
-        of that age asked (under the camera mix, as the card's margin was measured).
+        plus margin) and, per `TRADEOFF_GROUPS` key (and ``under_N`` for each of `LEGAL_AGES`
+        in newer tables), the share of the card's validation photos of that age asked (under
+        the camera mix, as the card's margin was measured).
         """
         return self.data.get("calibration", {}).get("tradeoff", [])
 
@@ -82,7 +109,7 @@ class ModelCard:
         if not rows or not limits[0] <= limit_years <= limits[-1]:
             return None
         out = {"limit_years": float(limit_years)}
-        for key in TRADEOFF_GROUPS:
+        for key in rows[0].keys() - {"limit_years"}:
             shares = [row[key] for row in rows]
             out[key] = None if None in shares else float(np.interp(limit_years, limits, shares))
         return out
@@ -135,19 +162,21 @@ class ModelCard:
         )
 
 
-def tradeoff_summary(card: ModelCard, limit_years: float) -> str | None:
-    """One line for the log: whom the card's table says a gate at ``limit_years`` asks; None without a table row."""
-    here = card.tradeoff_at(limit_years)
+def tradeoff_summary(card: ModelCard, threshold_age: float, margin_years: float) -> str | None:
+    """One line for the log: whom the card's table says the gate in force asks; None without a table row."""
+    here = card.tradeoff_at(threshold_age + margin_years)
     if here is None:
         return None
-    shares = ", ".join(f"{here[key]:.0%} of {label}" for key, label in TRADEOFF_GROUPS.items()
-                       if here[key] is not None)
+    columns, note = tradeoff_columns(card, threshold_age)
+    shares = ", ".join(f"{here[key]:.0%} of {label}" for key, label in columns.items() if here[key] is not None)
     return (f"at this limit the card's validation photos under the camera mix were asked for ID: {shares} "
-            "('agecheck card' shows every margin)")
+            f"('agecheck card' shows every margin){' ' + note if note else ''}")
 
 
 def tradeoff_lines(card: ModelCard, threshold_age: float, margin_years: float, span_years: int = 20) -> list[str]:
     """The card's trade-off table as Markdown, ``threshold_age`` to ``span_years`` past it, the gate in force in bold.
+
+    The first column is the customers under ``threshold_age`` (`tradeoff_columns`).
 
     Returns:
         The table's lines, or one line saying the card has no table (cards before 2026-11-27).
@@ -160,33 +189,42 @@ def tradeoff_lines(card: ModelCard, threshold_age: float, margin_years: float, s
     if here is not None:
         rows = sorted([*[r for r in rows if r["limit_years"] != limit], here | {"in_force": True}],
                       key=lambda r: r["limit_years"])
-    labels = list(TRADEOFF_GROUPS.values())
-    lines = ["| estimate below | margin | " + " | ".join(f"{label} asked" for label in labels) + " |",
-             "| ---: | ---: |" + " ---: |" * len(labels)]
+    columns, note = tradeoff_columns(card, threshold_age)
+    lines = ["| estimate below | margin | " + " | ".join(f"{label} asked" for label in columns.values()) + " |",
+             "| ---: | ---: |" + " ---: |" * len(columns)]
     for row in rows:
         mark = "**" if row.get("in_force") else ""
         cells = [row["limit_years"], row["limit_years"] - threshold_age]
         cells = [f"{mark}{round(value, 2):g}{mark}" for value in cells]
-        cells += ["-" if row[key] is None else f"{mark}{row[key]:.0%}{mark}" for key in TRADEOFF_GROUPS]
+        cells += ["-" if row[key] is None else f"{mark}{row[key]:.0%}{mark}" for key in columns]
         lines.append("| " + " | ".join(cells) + " |")
     if here is None:
         lines.append(f"(the gate in force, estimate below {round(limit, 2):g}, is outside the table)")
+    if note:
+        lines.append(note)
     return lines
 
 
 def _check_tradeoff(path: Path, rows: Any) -> None:
-    """A card's trade-off table must be rows of numbers (or null shares) with rising limits."""
+    """A card's trade-off table must be rows of numbers (or null shares) with rising limits.
+
+    Every row has ``limit_years`` and the `TRADEOFF_GROUPS`, and may have ``under_N`` for the
+    `LEGAL_AGES`, the same keys in every row.
+    """
     keys = ["limit_years", *TRADEOFF_GROUPS]
+    allowed = {*keys, *(under_age_key(age) for age in LEGAL_AGES)}
     number = (int, float)
     ok = isinstance(rows, list) and all(
         isinstance(row, dict) and isinstance(row.get("limit_years"), number)
-        and all(isinstance(row.get(key), number) or (key != "limit_years" and row.get(key) is None) for key in keys)
+        and set(keys) <= row.keys() <= allowed and row.keys() == rows[0].keys()
+        and all(isinstance(value, number) or (key != "limit_years" and value is None) for key, value in row.items())
         for row in rows)
     if ok and any(a["limit_years"] >= b["limit_years"] for a, b in zip(rows, rows[1:], strict=False)):
         ok = False
     if not ok:
         raise AgecheckError(f"model card {path}: 'calibration.tradeoff' must be a list of rows with {keys} "
-                            "(numbers; shares may be null) and rising limit_years")
+                            f"(and, each row alike, under_N for N in {LEGAL_AGES[0]}-{LEGAL_AGES[-1]}; numbers, "
+                            "shares may be null) and rising limit_years")
 
 
 def write_card(model_path: str | Path, data: dict[str, Any]) -> Path:

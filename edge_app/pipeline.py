@@ -301,7 +301,7 @@ def run(
         started, last_ms, recent = time.monotonic(), 0, RecentRate()
         light, refusals = quality.LightMeter(), quality.RefusalMeter()
         log.info("running on %s: threshold %g + margin %.2f years", config.source.source, threshold_age, margin_years)
-        tradeoff = tradeoff_summary(age_model.card, threshold_age + margin_years)
+        tradeoff = tradeoff_summary(age_model.card, threshold_age, margin_years)
         if tradeoff:
             log.info("%s", tradeoff)
         try:

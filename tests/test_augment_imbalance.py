@@ -48,9 +48,11 @@ TILL_ESTIMATES = [17, 22, 30, 21, 35, 50, 12, 26]
 def test_gate_tradeoff_counts_whom_each_limit_asks():
     rows = gate_tradeoff(np.array(TILL_TRUE, float), np.array(TILL_ESTIMATES, float), limits_years=(20, 25))
     assert rows == [
-        {"limit_years": 20.0, "under_18": 0.5, "age_13_17": 0.3333, "age_18_24": 0.0, "age_25_plus": 0.0},
-        {"limit_years": 25.0, "under_18": 0.75, "age_13_17": 0.6667, "age_18_24": 0.0, "age_25_plus": 0.3333},
-    ]  # e.g. at 25: 17, 22 and 12 of the four under 18; 21 of the three adults 25+
+        {"limit_years": 20.0, "under_18": 0.5, "age_13_17": 0.3333, "age_18_24": 0.0, "age_25_plus": 0.0,
+         "under_16": 0.6667, "under_17": 0.5, "under_19": 0.5, "under_20": 0.5, "under_21": 0.4},
+        {"limit_years": 25.0, "under_18": 0.75, "age_13_17": 0.6667, "age_18_24": 0.0, "age_25_plus": 0.3333,
+         "under_16": 1.0, "under_17": 0.75, "under_19": 0.75, "under_20": 0.75, "under_21": 0.6},
+    ]  # e.g. at 25: 17, 22 and 12 of the four under 18; 21 of the three adults 25+; the 20-year-old's 26 of under 21
     (adults_only,) = gate_tradeoff(np.array([30.0]), np.array([20.0]), limits_years=(25,))
     assert adults_only["under_18"] is None and adults_only["age_25_plus"] == 1.0
 

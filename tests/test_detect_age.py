@@ -188,6 +188,11 @@ def copy_model(brightness_tflite, tmp_path):
             {"limit_years": 20, "under_18": 0.5, "age_13_17": 0.3, "age_18_24": 0.1, "age_25_plus": 0.0},
             {"limit_years": 19, "under_18": 0.4, "age_13_17": 0.2, "age_18_24": 0.1, "age_25_plus": 0.0}]}})),
          "'calibration.tradeoff' must be .* rising limit_years"),
+        (lambda m, c: c.write_text(json.dumps(json.loads(c.read_text()) | {"calibration": {"tradeoff": [
+            {"limit_years": 19, "under_18": 0.4, "age_13_17": 0.2, "age_18_24": 0.1, "age_25_plus": 0.0,
+             "under_21": 0.3},
+            {"limit_years": 20, "under_18": 0.5, "age_13_17": 0.3, "age_18_24": 0.1, "age_25_plus": 0.0}]}})),
+         r"each row alike, under_N for N in 16-21"),
     ],
 )
 def test_age_model_refuses_bad_model_or_card(brightness_tflite, tmp_path, damage, match):

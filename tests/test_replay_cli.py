@@ -413,7 +413,7 @@ def test_faces_the_gate_refuses_get_no_estimate_and_fail_safe_as_unclear(tmp_pat
 
 def test_card_shows_whom_each_margin_asks_with_the_gate_in_force_in_bold(tmp_path, brightness_tflite):
     """bench/card_tradeoff.py puts the table into a card (real subprocess); `agecheck card` shows it."""
-    from edge_app.model_card import card_path_for
+    from edge_app.model_card import TRADEOFF_GROUPS, ModelCard, card_path_for, tradeoff_summary
     from tests.test_augment_imbalance import TILL_ESTIMATES, TILL_TRUE
 
     model = tmp_path / "m.tflite"
@@ -440,6 +440,23 @@ def test_card_shows_whom_each_margin_asks_with_the_gate_in_force_in_bold(tmp_pat
     between = CliRunner().invoke(main, ["card", "--model", str(model), "--margin-years", "4.5"])
     # halfway between the rows of 22 (2 of 4 under 18, 1 of 3 13-17s) and 23 (3 of 4, 2 of 3)
     assert "| **22.5** | **4.5** | **62%** | **50%** | **0%** | **33%** |" in between.output.splitlines()
+    # at a legal age of 21 the first column is the under-21s: at 25, 3 of 5 (the 20-year-old's 26 is not below)
+    at_21 = CliRunner().invoke(main, ["card", "--model", str(model), "--threshold-age", "21", "--margin-years", "4"])
+    lines = at_21.output.splitlines()
+    assert "| estimate below | margin | under 21 asked | 13-17 asked | 18-24 asked | 25+ asked |" in lines
+    assert "| **25** | **4** | **60%** | **67%** | **0%** | **33%** |" in lines
+    assert "60% of under 21" in tradeoff_summary(ModelCard.load(model), 21, 4)  # the run's log line at start
+    # a table from before 2026-11-28 counts only the under-18s: shown as such, and the operator told
+    older = json.loads(card_path_for(model).read_text())
+    older["calibration"]["tradeoff"] = [{key: row[key] for key in ("limit_years", *TRADEOFF_GROUPS)}
+                                        for row in older["calibration"]["tradeoff"]]
+    card_path_for(model).write_text(json.dumps(older))
+    lines = CliRunner().invoke(main, ["card", "--model", str(model), "--threshold-age", "21",
+                                      "--margin-years", "4"]).output.splitlines()
+    assert "| **25** | **4** | **75%** | **67%** | **0%** | **33%** |" in lines
+    assert any(line.startswith("(this card's table has no column for customers under 21") for line in lines)
+    assert not any("no column" in line for line in CliRunner().invoke(main, ["card", "--model", str(model)]).output
+                   .splitlines())  # at 18 the old table is whole
 
     missing = CliRunner().invoke(main, ["card", "--model", str(tmp_path / "none.tflite")])
     assert missing.exit_code == 1 and missing.output.strip().splitlines() == [

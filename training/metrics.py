@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_app.model_card import TRADEOFF_GROUPS
+from edge_app.model_card import LEGAL_AGES, TRADEOFF_GROUPS, under_age_key
 
 AGE_BANDS = [(0, 12), (13, 17), (18, 24), (25, 39), (40, 59), (60, 200)]
 CALIBRATION_QUANTILES = (0.95, 0.99, 0.995)
@@ -108,15 +108,23 @@ def gate_tradeoff(
 ) -> list[dict]:
     """Who a gate "estimate below the limit" asks for ID at each limit: the table an operator sets the margin from.
 
-    The groups are fixed ages (`policy_shares` at threshold 18), so one table serves every
-    legal age: a limit is threshold plus margin. Shares are rounded to 4 places, ``None``
-    where a group is empty.
+    The groups are fixed ages (`policy_shares` at threshold 18), with the customers under each
+    of the `LEGAL_AGES` (``under_16`` ... ``under_21``), so one table serves every legal age: a
+    limit is threshold plus margin. Shares are rounded to 4 places, ``None`` where a group is
+    empty.
     """
+    def rounded(share):
+        return None if share is None else round(share, 4)
+
     rows = []
     for limit in limits_years:
         shares = policy_shares(true_years, predicted_years, 18.0, limit - 18.0)
-        rows.append({"limit_years": float(limit)} | {
-            column: None if shares[key] is None else round(shares[key], 4) for column, key in TRADEOFF_SHARES.items()})
+        row = {"limit_years": float(limit)} | {column: rounded(shares[key]) for column, key in TRADEOFF_SHARES.items()}
+        for age in LEGAL_AGES:
+            if age != 18:
+                row[under_age_key(age)] = rounded(policy_shares(true_years, predicted_years, age, limit - age)
+                                                  ["minors_flagged"])
+        rows.append(row)
     return rows
 
 
