@@ -198,8 +198,9 @@ def test_evaluate_reports_the_key_figure_beside_mae(utk_run, datasets, tmp_path)
     predicted = np.array([float(r["predicted_age"]) for r in rows])
     expected = key_figure(true, predicted)
     ci, expected_ci = report["key"].pop("age_13_17_flagged_ci95"), expected.pop("age_13_17_flagged_ci95")
-    # The CSV rounds estimates to 0.01: a 13-17 and a 25+ estimate within 0.01 of each other may
-    # tie or swap there (the tiny model's estimates lie within a year), each moving the AUC by 1/pairs.
+    # The CSV rounds estimates (to 0.0001 since 2026-11-28, 0.01 before): a 13-17 and a 25+ estimate
+    # that close may tie or swap there (the tiny model's estimates lie within a year), each moving the
+    # AUC by 1/pairs; the pairs within 0.01 bound it.
     teens, adults = predicted[(true >= 13) & (true < 18)], predicted[true >= 25]
     swappable = (np.abs(teens[:, None] - adults[None, :]) <= 0.01).mean()
     auc, expected_auc = report["key"].pop("auc_13_17_vs_25_plus"), expected.pop("auc_13_17_vs_25_plus")
@@ -252,7 +253,7 @@ def test_evaluate_averages_the_cards_test_time_views(datasets, tmp_path):
     assert tight.keys() == wide.keys() == both.keys() and len(both) == 30
     assert max(abs(tight[f] - wide[f]) for f in both) > 1  # the framings' "ages" differ
     for name in both:
-        assert both[name] == pytest.approx((tight[name] + wide[name]) / 2, abs=0.011)  # the CSV's 0.01
+        assert both[name] == pytest.approx((tight[name] + wide[name]) / 2, abs=0.011)  # CSV rounding: 0.0001
     assert one["test_time_margins"] == [0.0] and report["test_time_margins"] == [0.0, 0.6]
     assert "test-time mean of 2 views, crop margins 0, 0.6" in result.output
     assert "Each estimate is the mean of 2 views, crop margins 0, 0.6" in (tmp_path / "both.md").read_text()
