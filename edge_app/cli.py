@@ -172,8 +172,9 @@ def card(config_path, model, threshold_age, margin_years):
 def margins(events, config_path, model, threshold_age, margin_years):
     """Whom each margin would have asked at your till, read back from its EVENTS files.
 
-    Beside the card's per-photo shares of 13-17s and adults 25+ (what a margin protects),
-    the share of the till's own customers each margin would have asked (what it costs there).
+    Beside the card's per-photo shares asked (under the legal age in force, 13-17, 18-24, 25+:
+    what a margin protects), the share of the till's own customers each margin would have
+    asked (what it costs there).
     """
     from pathlib import Path
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_app.errors import AgecheckError
-from edge_app.model_card import TRADEOFF_GROUPS, ModelCard
+from edge_app.model_card import ModelCard, tradeoff_columns
 from edge_app.policy import REASON_AGE, TRACK_END
 
 
@@ -39,10 +39,6 @@ def asked_below(reason: str | None, lowest_age_years: float | None) -> float:
     if reason and reason != REASON_AGE:
         return -math.inf
     return math.inf if lowest_age_years is None else float(lowest_age_years)
-
-
-CARD_COLUMNS = ("age_13_17", "age_25_plus")
-"""The groups of the card's trade-off table shown beside the till's customers: what a margin protects."""
 
 
 @dataclass(frozen=True)
@@ -122,25 +118,23 @@ def margin_lines(customers: TillCustomers, threshold_age: float, margin_years: f
     """Markdown: the share of the till's customers each margin would have asked.
 
     One row per whole margin from 0 to ``span_years`` and one for the margin in force (in
-    bold); with a ``card`` that has a trade-off table, its shares of 13-17s and adults 25+
-    asked at the same limit beside them.
+    bold); with a ``card`` that has a trade-off table, its shares asked at the same limit
+    beside them, in the columns ``agecheck card`` shows at ``threshold_age``
+    (`tradeoff_columns`: those under the legal age in force first), and the card's note
+    last where it lacks that column.
     """
     margins = sorted({*range(span_years + 1), round(margin_years, 2)})
-    with_card = card is not None and bool(card.tradeoff)
+    columns, note = tradeoff_columns(card, threshold_age) if card is not None and card.tradeoff else ({}, None)
     header = "| margin | estimate below | your customers asked |"
-    rule = "| ---: | ---: | ---: |"
-    if with_card:
-        header += "".join(f" {TRADEOFF_GROUPS[key]} asked (card) |" for key in CARD_COLUMNS)
-        rule += " ---: |" * len(CARD_COLUMNS)
-    lines = [header, rule]
+    header += "".join(f" {label} asked (card) |" for label in columns.values())
+    lines = [header, "| ---: | ---: | ---: |" + " ---: |" * len(columns)]
     for margin in margins:
         limit = threshold_age + margin
         asked = customers.asked_at(limit)
         cells = [f"{margin:g}", f"{limit:g}", f"{asked.mean():.0%} ({int(asked.sum())})"]
-        if with_card:
+        if columns:
             row = card.tradeoff_at(limit)
-            cells += ["-" if row is None or row[key] is None else f"{row[key]:.0%}"
-                      for key in CARD_COLUMNS]
+            cells += ["-" if row is None or row[key] is None else f"{row[key]:.0%}" for key in columns]
         mark = "**" if margin == round(margin_years, 2) else ""
         lines.append("| " + " | ".join(f"{mark}{cell}{mark}" for cell in cells) + " |")
-    return lines
+    return lines + (["", note] if note else [])

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from edge_app.capture import VideoSource
 from edge_app.cli import main
-from edge_app.config import DEFAULT_SAMPLE_CLIP, PROJECT_ROOT, SourceConfig
+from edge_app.config import DEFAULT_AGE_MODEL, DEFAULT_SAMPLE_CLIP, PROJECT_ROOT, SourceConfig
+from edge_app.model_card import ModelCard
 from tests.conftest import write_clip
 
 
@@ -168,10 +169,25 @@ def test_the_lowest_age_of_one_replay_gives_any_higher_limits_decisions(tmp_path
     assert shown.exit_code == 0, shown.output
     lines = shown.output.splitlines()
     assert lines[0] == "3 customers (tracks), recorded at estimate below 1: 0 asked for ID, 0 never estimated"
-    assert "| margin | estimate below | your customers asked | 13-17 asked (card) | 25+ asked (card) |" in lines
+    # a legal age the card's table has no column for: its under-18s, and a line that says so
+    assert ("| margin | estimate below | your customers asked | under 18 asked (card) | 13-17 asked (card) "
+            "| 18-24 asked (card) | 25+ asked (card) |") in lines
     (bold,) = [line for line in lines if "**" in line]
     assert bold.startswith(f"| **10** | **{limit:g}** | **{len(flagged) / 3:.0%} ({len(flagged)})** |")
-    assert lines[-1].startswith("| 20 |") and f"| **{limit:g}** |" not in lines[-1]
+    assert lines[-3].startswith("| 20 |") and f"| **{limit:g}** |" not in lines[-3]
+    assert lines[-1].startswith(f"(this card's table has no column for customers under {limit - 10:g}, the legal")
+    # at 21 the card's own under-21 column, the same shares `agecheck card` shows there
+    at_21 = CliRunner().invoke(main, ["margins", str(tmp_path / "low.jsonl"), "--threshold-age", "21",
+                                      "--margin-years", "5"])
+    assert at_21.exit_code == 0, at_21.output
+    lines = at_21.output.splitlines()
+    assert ("| margin | estimate below | your customers asked | under 21 asked (card) | 13-17 asked (card) "
+            "| 18-24 asked (card) | 25+ asked (card) |") in lines
+    assert "no column" not in at_21.output and lines[-1].startswith("| 20 | 41 |")
+    card = ModelCard.load(DEFAULT_AGE_MODEL)
+    (bold,) = [line for line in lines if "**" in line]
+    shares = [f"**{card.tradeoff_at(26)[key]:.0%}**" for key in ("under_21", "age_13_17", "age_18_24", "age_25_plus")]
+    assert bold.split(" | ")[3:] == [*shares[:-1], shares[-1] + " |"]
 
 
 def test_margins_refuses_what_is_not_a_tills_events_with_one_line(tmp_path):
