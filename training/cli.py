@@ -23,6 +23,12 @@ def _need_tensorflow() -> None:
         ) from None
 
 
+def _skipped(sources: dict) -> str:
+    """What cropping left out, over every source of a pack's ``meta["sources"]``."""
+    return (f"{sum(s['unreadable'] for s in sources.values())} unreadable images skipped, "
+            f"{sum(s['no_face_used_whole'] for s in sources.values())} without a detected face used whole")
+
+
 def register(group: click.Group) -> None:
     """Add ``train``, ``export``, ``evaluate`` and ``eda`` to ``group``."""
     from edge_app.cli import user_errors
@@ -90,15 +96,14 @@ def register(group: click.Group) -> None:
         config = TrainConfig(data_dirs=tuple(data_dirs), out_dir=out_dir, crop=crop, **options)
         report = run_training(config, resume=resume, crops_only=crops_only, time_budget_s=time_budget_s)
         if crops_only:
-            click.echo(f"wrote {report['pack']}; fit it with: python -m training.fit {out_dir}")
+            click.echo(f"wrote {report['pack']} ({_skipped(report['sources'])}); "
+                       f"fit it with: python -m training.fit {out_dir}")
             return
-        sources = report["pack"]["sources"]
         click.echo(
             f"best validation MAE {report['best_val_mae']:.2f} years at epoch {report['best_epoch']} "
             f"(predicting the mean: {report['dummy_val_mae']:.2f}); by source: "
             + ", ".join(f"{name} {v['val_mae']:.2f}" for name, v in report["per_source"].items())
-            + f"; {sum(s['unreadable'] for s in sources.values())} unreadable images skipped, "
-            f"{sum(s['no_face_used_whole'] for s in sources.values())} without a detected face used whole"
+            + f"; {_skipped(report['pack']['sources'])}"
         )
 
     @group.command()

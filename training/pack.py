@@ -105,6 +105,12 @@ def save_pack(path: str | Path, pack: CropPack, codec: str = "jpg", quality: int
     return path
 
 
+def read_pack_meta(path: str | Path) -> dict:
+    """A pack's ``meta`` alone (how it was made, what each source held), without decoding its crops."""
+    with np.load(path, allow_pickle=False) as stored:
+        return json.loads(str(stored["meta"]))
+
+
 def load_pack(path: str | Path) -> CropPack:
     """Read and decode a pack written by `save_pack`.
 

@@ -20,7 +20,7 @@ from edge_app.crop import CropSettings
 from edge_app.errors import AgecheckError
 from training.data import load_crops, load_sources
 from training.fit import CONFIG_NAME, REPORT_NAME, fit_run
-from training.pack import LABEL_FIELDS, PACK_NAME, CropPack, save_pack
+from training.pack import LABEL_FIELDS, PACK_NAME, CropPack, read_pack_meta, save_pack
 
 log = logging.getLogger(__name__)
 
@@ -214,5 +214,5 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     if not (out / PACK_NAME).is_file():
         save_pack(out / PACK_NAME, make_pack(config, out / "cache"))
     if crops_only:
-        return {"pack": str(out / PACK_NAME)}
+        return {"pack": str(out / PACK_NAME), "sources": read_pack_meta(out / PACK_NAME)["sources"]}
     return fit_run(out, resume=resume, time_budget_s=time_budget_s, callbacks=callbacks)
