@@ -333,7 +333,7 @@ def test_weight_decay_shrinks_kernels_apart_from_the_gradient_and_spares_norm_an
 
 def test_consistency_trains_on_two_independent_views_and_predicts_the_framing():
     from training.augment import CameraAugment
-    from training.fit import build_training_model
+    from training.fit import build_state, build_training_model
 
     config = {"image_size": 32, "weights": "none", "augment": True, "augment_strength": 1.0, "seed": 0,
               "glasses_share": 0.25, "consistency": 1.0}
@@ -347,6 +347,7 @@ def test_consistency_trains_on_two_independent_views_and_predicts_the_framing():
     np.testing.assert_allclose(framed[:, 0], framed[:, 1])  # at inference both are the framing
     np.testing.assert_allclose(framed[:, :1], np.asarray(regressor(CameraAugment(32, 1.25)(crops))), rtol=1e-5)
     ages = np.linspace(10, 60, 8, dtype=np.float32)[:, None]  # (N, 1), as training.fit passes them
+    build_state(trainer, crops, ages, 4)  # as training.fit does
     history = trainer.fit(crops, ages, sample_weight=np.ones(8, np.float32), batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0]) and np.isfinite(history.history["mae"][0])
     _, one_view = build_training_model(config | {"consistency": 0.0}, 1.25, 1e-3, 30.0)
