@@ -49,7 +49,8 @@ class TrainConfig:
             ``weights`` (fine-tuning); its input side must be ``image_size``. Empty: none.
         val_fraction: validation share when the layout has no split of its own.
         seed: seeds the split, shuffling and initialisation.
-        precision: ``auto`` (bfloat16 where the CPU or GPU supports it), ``bfloat16``, ``float32``.
+        precision: ``auto`` (bfloat16 on a GPU or an AMX CPU: `training.fit.choose_precision`),
+            ``bfloat16``, ``float32``.
         augment: camera-like corruption on the fly (`training.augment.CameraAugment`).
         augment_strength: 1 is the default mix; 0 framing only.
         glasses_share: share of training crops given synthetic glasses
