@@ -1005,6 +1005,34 @@ def test_robustness_table_counts_the_photos_where_no_face_was_found(datasets, br
         assert row.split(" | ")[2] == f"{result['no_face'] / result['scored']:.1%}"
 
 
+def test_view_margins_bench_scores_every_set_with_the_cards_framing_as_evaluate_does(datasets, brightness_tflite,
+                                                                                      tmp_path):
+    """bench/view_margins.py: sets of the card's framing and other cuts, each half scoring the other's choice."""
+    bench = [sys.executable, str(PROJECT_ROOT / "bench" / "view_margins.py"), "--model", str(brightness_tflite),
+             "--data", str(datasets["utkface"]), "--split", "all"]
+    result = ok_bench([*bench, "--margins", "0", "0.3", "--max-views", "3"], tmp_path / "vm")
+    assert result["photos"] == 30 and sum(result["halves"]) == 30 and min(result["halves"]) > 0
+    assert result["sets"] == 4 and result["card"] == result["one_view"]  # the card names no views: one framing
+    assert result["one_view"]["margins"] == [0.1]
+    assert [row["margins"] for row in result["singles"]] == [[0.1, 0.0], [0.1, 0.3]]
+    for row in (result["best_on_half_a"], result["best_on_half_b"], result["best_on_all"]):
+        assert row["margins"][0] == 0.1 and row["margins"] in [[0.1], [0.1, 0.0], [0.1, 0.3], [0.1, 0.0, 0.3]]
+    # the brightness "age" of a wider cut differs: the views move the estimates
+    assert len({round(row["clean"]["mae"], 6) for row in [result["one_view"], *result["singles"]]}) == 3
+    # the card's own set is what `agecheck evaluate` measures, photo for photo
+    evaluated = tmp_path / "eval.json"
+    ok(invoke("evaluate", "--model", brightness_tflite, "--data", datasets["utkface"], "--split", "all",
+              "--report", evaluated, "--predictions", tmp_path / "p.csv"))
+    report = json.loads(evaluated.read_text())
+    assert result["card"]["clean"]["mae"] == pytest.approx(report["errors"]["mae"], abs=1e-9)
+    assert result["card"]["clean"]["key"] == report["key"]["age_13_17_flagged"]
+    lines = (tmp_path / "vm.md").read_text().splitlines()
+    assert lines[0].startswith("30 photos (") and "4 sets of views" in lines[0]
+    assert lines[-1].startswith("Chosen on one half and scored on the other, the best set against the card's: ")
+    refused = subprocess.run([*bench, "--max-views", "0"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and refused.stderr.strip() == "error: --max-views 0: expected 1 or more"
+
+
 def till_frame_bench(name: str, datasets, model) -> list[str]:
     """The command of a bench over till frames, on every tiny UTKFace photo."""
     return [sys.executable, str(PROJECT_ROOT / "bench" / f"{name}.py"), "--data", str(datasets["utkface"]),

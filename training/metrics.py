@@ -171,7 +171,8 @@ def _bootstrap_ci95(teens: np.ndarray, adults: np.ndarray, adult_share: float, s
                   for t, a in _resamples(rng, teens.size, adults.size)])
 
 
-def key_figure(true_years: np.ndarray, predicted_years: np.ndarray, adult_share: float = KEY_ADULT_SHARE) -> dict:
+def key_figure(true_years: np.ndarray, predicted_years: np.ndarray, adult_share: float = KEY_ADULT_SHARE,
+               ci95: bool = True) -> dict:
     """The product's key figure: 13-17s flagged when the cut flags only 10% of 25+ adults.
 
     The cut is the ``adult_share`` quantile of the 25+ adults' estimates: a gate "flag when
@@ -184,7 +185,9 @@ def key_figure(true_years: np.ndarray, predicted_years: np.ndarray, adult_share:
     Returns:
         ``{"age_13_17_flagged", "age_13_17_flagged_ci95", "cut_years", "auc_13_17_vs_25_plus",
         "age_13_17_count", "age_25_plus_count", "adult_share"}``; ``age_13_17_flagged_ci95`` is
-        a bootstrap 95% interval ``[low, high]``; shares are ``None`` when either group is empty.
+        a bootstrap 95% interval ``[low, high]`` (``None`` with ``ci95`` False: where many sets
+        of estimates are ranked, the resampling would dominate); shares are ``None`` when either
+        group is empty.
     """
     true_years = np.asarray(true_years, np.float64)
     predicted = np.asarray(predicted_years, np.float64)
@@ -201,7 +204,8 @@ def key_figure(true_years: np.ndarray, predicted_years: np.ndarray, adult_share:
     strictly = np.searchsorted(sorted_adults, teens, side="left")  # adults < each teen
     auc = float(((adults.size - below) + 0.5 * (below - strictly)).sum() / (teens.size * adults.size))
     out.update(age_13_17_flagged=float(_flagged_below(teens, cut)), cut_years=float(cut[0]),
-               auc_13_17_vs_25_plus=auc, age_13_17_flagged_ci95=_bootstrap_ci95(teens, adults, adult_share))
+               auc_13_17_vs_25_plus=auc,
+               age_13_17_flagged_ci95=_bootstrap_ci95(teens, adults, adult_share) if ci95 else None)
     return out
 
 
