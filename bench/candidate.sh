@@ -15,7 +15,7 @@
 # 1,097 customers it now replays (every 13-17 among them) takes 23 min per model and run; the
 # 96 px candidate of 2026-11-27 took 55 min, and a second till replay at the matched margin
 # 23 min more until the customers' lowest medians gave it from the first (2026-11-27); the
-# quality sweep, added later, takes 7-10 min.
+# quality sweep, added later, takes 7-10 min, the views' sweep (bench/view_margins.py) about 8.
 #
 # Every gate is compared at the shipped card's margin: a candidate that asks fewer minors at
 # the same margin is not shipped, whatever its per-photo figures ("96 px input" in docs/MODEL.md).
@@ -92,6 +92,9 @@ Path(sys.argv[2]).write_text(json.dumps(report, indent=2) + "\n")' "$RUN/eval_$e
     "$BIN/python" bench/compare_models.py "$BASE/predictions_$evaluation.csv" "$RUN/predictions_$evaluation.csv" \
         --margins "$BASE_MARGIN" "$BASE_MARGIN" --out "$OUT.paired_$name"
 done
+
+step "its test-time views: the shipped card's set against every other, each half scoring the other's choice"
+"$BIN/python" bench/view_margins.py "${DATA[@]}" --model "$MODEL" --out "$OUT.view_margins"
 
 step "what the crop's border, glasses, face masks and texture do to it"
 "$BIN/python" bench/crop_border.py "${DATA[@]}" --per-source 1000 --model "$MODEL" --out "$OUT.crop_border"
