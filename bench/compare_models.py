@@ -7,7 +7,8 @@ BEFORE and AFTER are `agecheck evaluate --predictions` files of two models on th
 each model's key figure and MAE and the change with a paired bootstrap 95% interval
 (`training.metrics.paired_change`): an interval that holds 0 means these photos cannot tell
 the two models apart on that figure. With ``--margins`` (each model's card margin), also
-how many minors each model's gate flags (estimate < 18 + margin) and how many changed sides,
+how many minors each model's gate flags (estimate < 18 + margin; ``--threshold-age 21``
+where the law says so: minors are then those under 21) and how many changed sides,
 and the narrowest candidate margin whose gate flags as many minors as the model in use does
 at its own, with the adults 25+ each gate flags then (the trade-off at the same protection).
 
@@ -22,7 +23,7 @@ from one replay per model, exact from each replay's own margin up (replay at
 ``--margin-years 0``; below it a customer who would have been flagged ``uncertain`` is missed).
 
 With ``--margins``, UTKFace's photos are also split by the gender and race their file names
-label: minors (under 18) and adults 25+ each model asks in each group, and how many changed
+label: minors (under the threshold age) and adults 25+ each model asks in each group, and how many changed
 sides (per photo, and at the till where the files are a till's), since a change that serves
 one group worse can hide in the totals ("Fairness" in docs/MODEL.md).
 """
@@ -47,7 +48,9 @@ from training.evaluate import cell  # noqa: E402
 from training.metrics import gate_flags, paired_change, teens_and_adults  # noqa: E402
 
 COLUMNS = ("source", "file_name", "real_age", "predicted_age")
-BANDS = (("under 18", 0, 18), ("13–17", 13, 18), ("18–24", 18, 25), ("25+", 25, 200))
+def bands(threshold_age: float = 18.0) -> tuple[tuple[str, float, float], ...]:
+    """The age bands of the decision tables: the minors at ``threshold_age`` first, then the key figure's groups."""
+    return ((f"under {threshold_age:g}", 0, threshold_age), ("13–17", 13, 18), ("18–24", 18, 25), ("25+", 25, 200))
 
 
 class Scored(NamedTuple):
@@ -126,20 +129,22 @@ def matched_margin(true: np.ndarray, before: np.ndarray, after: np.ndarray, marg
             "adults_after": int(gate_flags(after[adults], threshold_age, margin).sum())}
 
 
-def _decisions(scored: list[Scored], margin: float | None) -> tuple[np.ndarray, str] | None:
+def _decisions(scored: list[Scored], margin: float | None, threshold_age: float) -> tuple[np.ndarray, str] | None:
     """The app's decision per till customer, and how it was had: read at ``margin`` from the
     lowest medians where the file has them, else as replayed; None for an evaluate file."""
     if scored[0].flagged is None:
         return None
     if margin is not None and scored[0].asked_below is not None:
-        return gate_flags(np.array([s.asked_below for s in scored]), 18.0, margin), f"read at margin {margin:g}"
+        return (gate_flags(np.array([s.asked_below for s in scored]), threshold_age, margin),
+                f"read at margin {margin:g}")
     return np.array([s.flagged for s in scored]), "as replayed"
 
 
-def decisions_changed(true: np.ndarray, before: np.ndarray, after: np.ndarray) -> list[dict]:
-    """Per age band: customers the app flagged before and after, and how many changed sides."""
+def decisions_changed(true: np.ndarray, before: np.ndarray, after: np.ndarray,
+                      threshold_age: float = 18.0) -> list[dict]:
+    """Per age band (`bands`): customers the app flagged before and after, and how many changed sides."""
     rows = []
-    for name, lo, hi in BANDS:
+    for name, lo, hi in bands(threshold_age):
         m = (true >= lo) & (true < hi)
         rows.append({"band": name, "customers": int(m.sum()), "flagged_before": int(before[m].sum()),
                      "flagged_after": int(after[m].sum()), "lost": int((before & ~after)[m].sum()),
@@ -170,11 +175,13 @@ def asked_by_group(true: np.ndarray, before: np.ndarray, after: np.ndarray, grou
     return rows
 
 
-def compare(before: dict, after: dict, margins: tuple[float, float] | None = None) -> dict[str, dict]:
+def compare(before: dict, after: dict, margins: tuple[float, float] | None = None,
+            threshold_age: float = 18.0) -> dict[str, dict]:
     """`paired_change` (and `minors_flagged` with ``margins``) for all photos and for each source.
 
     The two files must hold the same photos with the same labels. Per-customer files add
-    ``"decisions"`` (`decisions_changed`) to the ``"all"`` entry.
+    ``"decisions"`` (`decisions_changed`) to the ``"all"`` entry. The gates ask below
+    ``threshold_age`` + margin, and minors are those under ``threshold_age``.
     """
     if before.keys() != after.keys():
         only_before, only_after = len(before.keys() - after.keys()), len(after.keys() - before.keys())
@@ -187,13 +194,13 @@ def compare(before: dict, after: dict, margins: tuple[float, float] | None = Non
     if not np.array_equal(true, [after[k][0] for k in keys]):
         raise ValueError("the files label the same photos with different ages; expected the same data")
     decisions = till_matched = till_key = till_groups = None
-    decided = [_decisions([scored[k] for k in keys], margin)
+    decided = [_decisions([scored[k] for k in keys], margin, threshold_age)
                for scored, margin in zip((before, after), margins or (None, None), strict=True)]
     if None not in decided:
-        decisions = decisions_changed(true, decided[0][0], decided[1][0])
+        decisions = decisions_changed(true, decided[0][0], decided[1][0], threshold_age)
         decisions_at = {"before": decided[0][1], "after": decided[1][1]}
         if margins is not None:
-            till_groups = asked_by_group(true, decided[0][0], decided[1][0], labelled_groups(keys))
+            till_groups = asked_by_group(true, decided[0][0], decided[1][0], labelled_groups(keys), threshold_age)
     if before[keys[0]].asked_below is not None and after[keys[0]].asked_below is not None:
         # From the lowest medians: the till's own key figure (every customer, fail-safe flags
         # included), and with margins its own same protection.
@@ -207,7 +214,7 @@ def compare(before: dict, after: dict, margins: tuple[float, float] | None = Non
         till_key = {key: change[key] for key in keep} | {
             "by_age_customers": int(by_age.sum()), "by_age": {key: by_age_change[key] for key in keep}}
         if margins is not None:
-            till_matched = matched_margin(true, below_before, below_after, margins)
+            till_matched = matched_margin(true, below_before, below_after, margins, threshold_age)
     pred_before = np.array([before[k][1] for k in keys])
     pred_after = np.array([after[k][1] for k in keys])
     estimated = np.isfinite(pred_before) & np.isfinite(pred_after)
@@ -220,11 +227,13 @@ def compare(before: dict, after: dict, margins: tuple[float, float] | None = Non
     results = {name: paired_change(true[m], pred_before[m], pred_after[m]) for name, m in groups.items()}
     if margins is not None:
         for name, m in groups.items():
-            results[name]["gate"] = minors_flagged(true[m], pred_before[m], pred_after[m], margins)
-        results["all"]["matched"] = matched_margin(true, pred_before, pred_after, margins)
-        results["all"]["by_group"] = asked_by_group(true, gate_flags(pred_before, 18.0, margins[0]),
-                                                    gate_flags(pred_after, 18.0, margins[1]), labelled_groups(keys))
+            results[name]["gate"] = minors_flagged(true[m], pred_before[m], pred_after[m], margins, threshold_age)
+        results["all"]["matched"] = matched_margin(true, pred_before, pred_after, margins, threshold_age)
+        results["all"]["by_group"] = asked_by_group(
+            true, gate_flags(pred_before, threshold_age, margins[0]), gate_flags(pred_after, threshold_age, margins[1]),
+            labelled_groups(keys), threshold_age)
     results["all"]["not_estimated"] = int((~estimated).sum())
+    results["all"]["threshold_age"] = threshold_age
     if decisions is not None:
         results["all"]["decisions"] = decisions
         results["all"]["decisions_at"] = decisions_at
@@ -237,19 +246,21 @@ def compare(before: dict, after: dict, margins: tuple[float, float] | None = Non
     return results
 
 
-def _group_lines(rows: list[dict], what: str) -> list[str]:
+def _group_lines(rows: list[dict], what: str, threshold_age: float) -> list[str]:
     """A Markdown table of `asked_by_group` rows."""
     def cell_of(c):
         return f"{c['before']} → {c['after']} of {c['count']} ({c['lost']} lost, {c['gained']} gained)"
 
     lines = ["", f"{what}, by the gender and race UTKFace's file names label:", "",
-             "| group | minors (under 18) asked | adults 25+ asked |", "| --- | ---: | ---: |"]
+             f"| group | minors (under {threshold_age:g}) asked | adults 25+ asked |", "| --- | ---: | ---: |"]
     return lines + [f"| {r['group']} | {cell_of(r['minors'])} | {cell_of(r['adults_25_plus'])} |" for r in rows]
 
 
 def markdown(results: dict[str, dict], before_name: str, after_name: str) -> str:
     def points(v, ci):
         return "–" if v is None else f"{100 * v:+.1f} ({100 * ci[0]:+.1f} to {100 * ci[1]:+.1f})"
+
+    threshold_age = results["all"].get("threshold_age", 18.0)
 
     lines = [f"Paired comparison on the same photos: before `{before_name}`, after `{after_name}`; "
              "changes are after − before with a paired bootstrap 95% interval (1000 resamples, seed 0).",
@@ -287,14 +298,15 @@ def markdown(results: dict[str, dict], before_name: str, after_name: str) -> str
             lines.append(f"| {d['band']} | {d['customers']} | {d['flagged_before']} → {d['flagged_after']} "
                          f"| {d['lost']} | {d['gained']} |")
     if all("gate" in r for r in results.values()):
-        lines += ["", "Minors (under 18) each model's gate flags at its own margin, and those that changed sides:", "",
+        lines += ["", f"Minors (under {threshold_age:g}) each model's gate flags at its own margin (estimate below "
+                  f"{threshold_age:g} + margin), and those that changed sides:", "",
                   "| photos | minors | flagged before → after | lost | gained |", "| --- | ---: | ---: | ---: | ---: |"]
         for name, r in results.items():
             g = r["gate"]
             lines.append(f"| {name} | {g['minors']} | {g['flagged_before']} → {g['flagged_after']} "
                          f"| {g['lost']} | {g['gained']} |")
         if results["all"].get("by_group"):
-            lines += _group_lines(results["all"]["by_group"], "Per photo, each at its own margin")
+            lines += _group_lines(results["all"]["by_group"], "Per photo, each at its own margin", threshold_age)
         m = results["all"]["matched"]
         lines += ["", f"At the same protection: from margin {m['margin_after']:.1f} the candidate's estimates flag "
                   f"as many minors as before ({m['minors_after']} of {m['minors']}, before {m['minors_before']}); "
@@ -308,7 +320,7 @@ def markdown(results: dict[str, dict], before_name: str, after_name: str) -> str
     if results["all"].get("till_by_group"):
         at = results["all"]["decisions_at"]
         lines += _group_lines(results["all"]["till_by_group"], f"At the till (before {at['before']}, after "
-                              f"{at['after']}), customers asked for any reason")
+                              f"{at['after']}), customers asked for any reason", threshold_age)
     return "\n".join(lines) + "\n"
 
 
@@ -318,12 +330,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("after", type=Path, help="predictions CSV of the candidate")
     parser.add_argument("--margins", type=float, nargs=2, metavar=("BEFORE", "AFTER"),
                         help="each model's margin in years (its card's mae): count the minors each gate flags")
+    parser.add_argument("--threshold-age", type=float, default=18.0,
+                        help="the legal age the gates serve: minors are those under it (21 where the law says so)")
     parser.add_argument("--out", type=Path, help="path without suffix for .json and .md")
     args = parser.parse_args(argv)
     try:
         if args.margins is not None and min(args.margins) < 0:
             raise ValueError(f"--margins {args.margins[0]} {args.margins[1]}: expected margins of 0 years or more")
-        results = compare(read_predictions(args.before), read_predictions(args.after), args.margins)
+        if not 1 <= args.threshold_age <= 120:
+            raise ValueError(f"--threshold-age {args.threshold_age:g}: expected a legal age in years, 1 to 120")
+        results = compare(read_predictions(args.before), read_predictions(args.after), args.margins,
+                          args.threshold_age)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -448,8 +448,8 @@ def test_compare_models_pairs_two_replays_of_the_same_customers(tmp_path):
     assert "changed sides" in (tmp_path / "paired_margin6.92.md").read_text()
 
 
-def test_compare_models_reads_the_tills_decisions_at_any_margin_from_the_lowest_medians(tmp_path):
-    from bench.compare_models import compare, markdown, read_predictions
+def test_compare_models_reads_the_tills_decisions_at_any_margin_from_the_lowest_medians(tmp_path, capsys):
+    from bench.compare_models import compare, main, markdown, read_predictions
 
     header = "source,file_name,real_age,predicted_age,seen,flagged,reason,lowest_age\n"
     # (age, before: flagged, reason, lowest; after: the same), replayed at margin 0 (limit 18)
@@ -481,6 +481,17 @@ def test_compare_models_reads_the_tills_decisions_at_any_margin_from_the_lowest_
     assert "(before read at margin 6.92, after read at margin 6.92;" in text
     assert "from margin 8.3 the candidate's till" in text
     assert "The till's own key figure" in text and "0.0% → 75.0%" in text
+    # where the law says 21: the same limits (21 + 3.92) ask the same customers, minors are those under 21,
+    # and the candidate's matched margin is 3 years narrower for the same limit, 26.3
+    at_21 = compare(read_predictions(files[1]), read_predictions(files[2]), (3.92, 3.92), threshold_age=21)
+    by_band_21 = {d["band"]: d for d in at_21["all"]["decisions"]}
+    assert list(by_band_21)[0] == "under 21" and by_band_21["under 21"] == by_band["under 18"] | {"band": "under 21"}
+    assert at_21["all"]["till_matched"] == results["all"]["till_matched"] | {"margin_after": 5.3}
+    # per estimate: the three teens both models estimated (the unclear one has none)
+    assert at_21["all"]["gate"]["minors"] == 3 and "Minors (under 21) each model's gate flags" in markdown(
+        at_21, "1.csv", "2.csv")
+    assert main([str(files[1]), str(files[2]), "--threshold-age", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --threshold-age 0: expected a legal age in years, 1 to 120"
     as_replayed = compare(read_predictions(files[1]), read_predictions(files[2]))  # no margins: the replays' flags
     assert {d["band"]: d["flagged_before"] for d in as_replayed["all"]["decisions"]}["under 18"] == 2
     assert "till_matched" not in as_replayed["all"]
