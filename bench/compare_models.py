@@ -48,6 +48,8 @@ from training.evaluate import cell  # noqa: E402
 from training.metrics import gate_flags, paired_change, teens_and_adults  # noqa: E402
 
 COLUMNS = ("source", "file_name", "real_age", "predicted_age")
+
+
 def bands(threshold_age: float = 18.0) -> tuple[tuple[str, float, float], ...]:
     """The age bands of the decision tables: the minors at ``threshold_age`` first, then the key figure's groups."""
     return ((f"under {threshold_age:g}", 0, threshold_age), ("13–17", 13, 18), ("18–24", 18, 25), ("25+", 25, 200))

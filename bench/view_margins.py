@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import photo_bench_parser, public_settings, run_bench, write_report  # noqa: E402
 from edge_app.errors import AgecheckError  # noqa: E402
-from edge_app.model_card import ModelCard  # noqa: E402
 from training.data import load_sources, select  # noqa: E402
 from training.evaluate import predictor  # noqa: E402
 from training.export import CARD_DEGRADATION, view_crops, with_views  # noqa: E402
@@ -76,11 +75,10 @@ def measure(args) -> None:
     model = Path(args.model)
     if not model.is_file():
         raise AgecheckError(f"--model {model}: no such file; expected a .tflite age model with its card")
-    card = ModelCard.load(model)
     predict, settings, _ = predictor(model)
-    own = card.crop.margin
+    card_crop, own = settings.crop, settings.crop.margin  # the card's crop, as the app reads it
     # the card's own views always among the cuts, so that its set is scored beside the others
-    extra = sorted({round(m, 4) for m in (*args.margins, *card.crop.view_margins)} - {round(own, 4)})
+    extra = sorted({round(m, 4) for m in (*args.margins, *card_crop.view_margins)} - {round(own, 4)})
     settings = with_views(settings, tuple(extra))
     margins = [own, *extra]
     images = select(load_sources(list(args.data), settings.val_fraction, settings.seed), args.split,
@@ -100,10 +98,11 @@ def measure(args) -> None:
         for name, (true_years, estimates, parts) in per_condition.items():
             row[name] = scores(true_years, estimates[list(chosen)].mean(axis=0), parts)
         rows.append(row)
-    result = summary(rows, card.crop.views, per_condition)
+    result = summary(rows, card_crop.views, per_condition)
     result["settings"] = public_settings(args, "data", "model")
-    write_report(args.out, markdown(result), result)
-    print("\n".join(markdown(result)))
+    lines = markdown(result)
+    write_report(args.out, lines, result)
+    print("\n".join(lines))
 
 
 def _rank(row: dict, key: str) -> float:

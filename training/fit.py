@@ -305,10 +305,10 @@ def fit_run(
     order = np.concatenate([np.arange(len(train)), fill])
     started = time.monotonic()
     # Labels as (N, 1): they broadcast over a two-view trainer's (N, 2) estimates.
-    train_y = train.age_years[order].astype(np.float32)[:, None]
-    build_state(trainer, train_x[order], train_y, config["batch_size"])
+    fit_x, fit_y = train_x[order], train.age_years[order].astype(np.float32)[:, None]
+    build_state(trainer, fit_x, fit_y, config["batch_size"])
     trainer.fit(
-        train_x[order], train_y, sample_weight=weights[order],
+        fit_x, fit_y, sample_weight=weights[order],
         batch_size=config["batch_size"], epochs=epochs,
         validation_data=(val_x, val.age_years.astype(np.float32)[:, None]),
         callbacks=all_callbacks, verbose=1 if sys.stderr.isatty() else 2, shuffle=True,
