@@ -110,7 +110,7 @@ def probe(args: argparse.Namespace) -> None:
     # Each split weighted as the fit weighs its training split (densities of that split's ages and sources)
     weights = np.empty(len(pack))
     for split in (train, val):
-        weights[split] = sample_weights(pack.subset(split), config["lds_sigma_years"], config["source_weight_power"])
+        weights[split] = sample_weights(pack.subset(split), config)
     teen_or_adult = np.logical_or(*teens_and_adults(age))
     side = np.where(age < 18, 20.0, 40.0)  # a discriminant on the age scale: lower reads younger
 

@@ -19,6 +19,21 @@ def test_lds_weights_lift_rare_ages_and_average_one():
     assert raw[ages == 15][0] / raw[ages == 30][0] == pytest.approx(10.0)  # 40 / 4: plain inverse frequency
 
 
+def test_sample_weights_follow_the_runs_lds_power():
+    from training.fit import sample_weights
+
+    ages = np.array([30] * 40 + [15] * 4, np.float32)
+    pack = CropPack(np.zeros((len(ages), 4, 4, 3), np.uint8), ages, *(np.array(["x"] * len(ages)) for _ in range(5)))
+    config = {"lds_sigma_years": 0.0001, "source_weight_power": 0.0}
+    teen_to_adult = {}
+    for power in (0.5, 1.0, None):  # None: a run configured before lds_power existed
+        weights = sample_weights(pack, config | ({} if power is None else {"lds_power": power}))
+        assert weights.mean() == pytest.approx(1.0, abs=1e-5)
+        teen_to_adult[power] = weights[-1] / weights[0]
+    assert teen_to_adult[1.0] == pytest.approx(10.0, rel=1e-3)  # 40 / 4
+    assert teen_to_adult[0.5] == pytest.approx(10.0 ** 0.5, rel=1e-3) == teen_to_adult[None]
+
+
 def test_lds_weights_reject_bad_ages():
     with pytest.raises(ValueError, match="ages must be in 0-120"):
         lds_weights(np.array([10, 130]))

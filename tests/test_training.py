@@ -342,6 +342,68 @@ def test_fine_tuning_starts_from_the_earlier_runs_weights(utk_run, datasets, tmp
         assert not (tmp_path / "bad").exists()  # checked before anything is written
 
 
+def test_an_exported_tflite_gives_back_its_float_weights_and_can_be_fine_tuned(utk_run, datasets, tmp_path):
+    """A shipped model whose run is gone: its .tflite is the start of a fine-tune."""
+    import keras
+
+    from training.export import load_float_model, predict_keras
+    from training.from_tflite import frozen_batch_norms, regressor_from_tflite
+
+    exported = tmp_path / "shipped.tflite"
+    ok(invoke("export", "--model", utk_run / "model.keras", "--out", exported, "--calibration-images", "16"))
+    original = load_float_model(utk_run / "model.keras")
+    recovered = regressor_from_tflite(exported)
+    assert len(frozen_batch_norms(recovered)) == 53  # every one of ResNet50's, folded by the export
+
+    # Each convolution and its batch normalisation compute the original's kernel with the
+    # normalisation folded in, to within half a quantisation step per output channel (the
+    # export's per-channel scale).
+    checked, backbone = 0, recovered.get_layer("resnet50")
+    for layer in original.get_layer("resnet50").layers:
+        if not layer.name.endswith("_bn"):
+            continue
+        conv = original.get_layer("resnet50").get_layer(layer.name.removesuffix("_bn") + "_conv")
+        gamma, beta, mean, variance = (np.asarray(w) for w in layer.get_weights())
+        scale = gamma / np.sqrt(variance + layer.epsilon)
+        kernel, bias = (np.asarray(w) for w in conv.get_weights())
+        folded_kernel, folded_bias = kernel * scale, (bias - mean) * scale + beta
+        got_kernel, got_bias = (np.asarray(w) for w in backbone.get_layer(conv.name).get_weights())
+        gain, shift, *_ = (np.asarray(w) for w in backbone.get_layer(layer.name).get_weights())
+        got_kernel, got_bias = got_kernel * gain, got_bias * gain + shift  # the channel's scale sits in the norm
+        step = np.abs(folded_kernel).reshape(-1, folded_kernel.shape[-1]).max(axis=0) / 127
+        assert np.all(np.abs(got_kernel - folded_kernel) <= step * 0.5 + 1e-7), conv.name
+        assert np.abs(got_bias - folded_bias).max() <= 1e-3 * max(1.0, np.abs(folded_bias).max()), conv.name
+        checked += 1
+    assert checked == 53
+    pack = load_pack(utk_run / "crops.npz")
+    side = pack.images.shape[1]
+    crops = pack.images[:, (side - 32) // 2:(side + 32) // 2, (side - 32) // 2:(side + 32) // 2]
+    before, after = predict_keras(original, crops), predict_keras(recovered, crops)
+    assert np.abs(after - before).max() < 0.05 * np.abs(before).mean()
+    # A batch normalisation set to the identity but left trainable would normalise by each
+    # batch's statistics while training: the frozen ones give the same estimates in both modes.
+    x = crops[:8].astype(np.float32)
+    assert np.abs(np.asarray(recovered(x, training=True)) - np.asarray(recovered(x, training=False))).max() < 1e-3
+
+    run = tmp_path / "tuned"
+    ok(invoke("train", "--data", datasets["utkface"], "--out", run, "--val-fraction", "0.3", *TINY[:-2],
+              "--seed", "2", "--learning-rate", "1e-12", "--init-model", exported))
+    tuned = keras.models.load_model(run / "model.keras", compile=False)
+    assert frozen_batch_norms(tuned) == frozen_batch_norms(recovered)  # still frozen after a fit
+    assert np.abs(predict_keras(tuned, crops) - after).max() < 1e-3
+    model = tmp_path / "tuned.tflite"
+    ok(invoke("export", "--model", run / "model.keras", "--out", model, "--calibration-images", "16"))
+    training = json.loads(model.with_suffix(".json").read_text())["training"]
+    assert training["fine_tuned_from"] == f"{tmp_path.name}/shipped.tflite"
+    assert training["fine_tuned_from_sha256"] == sha256_of(exported)
+
+    detector = PROJECT_ROOT / "models" / "face_detection_short_range.tflite"
+    line = one_error_line(invoke("train", "--data", datasets["utkface"], "--out", tmp_path / "bad", *TINY,
+                                 "--init-model", detector))
+    assert "expected the 53 convolutions and output unit of a ResNet50 regressor" in line, line
+    assert not (tmp_path / "bad").exists()
+
+
 def test_export_refuses_a_model_worse_than_the_tolerance(utk_run, datasets, tmp_path):
     model = tmp_path / "refused.tflite"
     result = invoke("export", "--model", utk_run / "model.keras", "--data", datasets["utkface"],

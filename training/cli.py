@@ -40,7 +40,8 @@ def register(group: click.Group) -> None:
     @click.option("--weights", default="none", show_default=True,
                   help="none (from scratch), imagenet or a ResNet50 notop weights file.")
     @click.option("--init-model", default="", type=click.Path(),
-                  help="Start from this regressor (an earlier run's model.keras) instead of --weights: fine-tune it.")
+                  help="Start from this regressor (an earlier run's model.keras, or an exported .tflite: "
+                       "its int8 weights dequantised) instead of --weights: fine-tune it.")
     @click.option("--image-size", default=64, show_default=True, type=int)
     @click.option("--epochs", default=40, show_default=True, type=int)
     @click.option("--batch-size", default=64, show_default=True, type=int)
@@ -67,6 +68,8 @@ def register(group: click.Group) -> None:
                   help="Stored crops are this much wider than the model's framing.")
     @click.option("--lds-sigma-years", default=2.0, show_default=True, type=float,
                   help="Rare ages weigh more (label-distribution smoothing); 0 turns it off.")
+    @click.option("--lds-power", default=0.5, show_default=True, type=float,
+                  help="An age weighs its smoothed density ** -power: 0.5 inverse square root, 1 inverse.")
     @click.option("--source-weight-power", default=0.5, show_default=True, type=float,
                   help="Small sources weigh more per photo (count ** -power); 0 turns it off.")
     @click.option("--border-fill", default=0.0, show_default=True, type=float,

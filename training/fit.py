@@ -33,11 +33,12 @@ REPORT_NAME = "report.json"
 CONFIG_NAME = "train_config.json"
 
 
-def sample_weights(pack: CropPack, lds_sigma_years: float, source_power: float) -> np.ndarray:
-    """Rare ages and small sources weigh more (`training.imbalance`); mean 1."""
+def sample_weights(pack: CropPack, config: dict) -> np.ndarray:
+    """Rare ages and small sources weigh more (`training.imbalance`), as ``config`` says; mean 1."""
+    lds_sigma_years, source_power = config["lds_sigma_years"], config["source_weight_power"]
     weights = np.ones(len(pack), np.float64)
-    if lds_sigma_years > 0:
-        weights *= lds_weights(pack.age_years, lds_sigma_years)
+    if lds_sigma_years > 0:  # runs before lds_power had 0.5
+        weights *= lds_weights(pack.age_years, lds_sigma_years, config.get("lds_power", 0.5))
     if source_power > 0:
         weights *= source_weights(pack.source, source_power)
     return (weights / weights.mean()).astype(np.float32)
@@ -129,12 +130,15 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
     import keras
 
     from training.augment import BorderFill, CameraAugment, SyntheticGlasses, SyntheticMask
+    from training.from_tflite import freeze_batch_norms, frozen_batch_norms
     from training.model import build_model, compile_model, load_regressor
 
     size = config["image_size"]
     regressor = build_model(size, config["weights"], lr, initial_age_years=initial_age_years)
     if config.get("init_model"):  # fine-tuning: the same architecture, an earlier run's weights
-        regressor.set_weights(load_regressor(config["init_model"], size).get_weights())
+        start = load_regressor(config["init_model"], size)
+        regressor.set_weights(start.get_weights())
+        freeze_batch_norms(regressor, frozen_batch_norms(start))  # those folded by an export stay so
     stored = int(round(size * context))
     fill = border_fill(config)
     inputs = keras.Input((stored, stored, 4 if fill > 0 else 3), name="stored_crop")
@@ -263,7 +267,7 @@ def fit_run(
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"need crops in both splits, got {len(train)} train and {len(val)} validation")
     train_x, val_x = model_inputs(train, config), model_inputs(val, config)
-    weights = sample_weights(train, config["lds_sigma_years"], config["source_weight_power"])
+    weights = sample_weights(train, config)
     train_mean = float(np.average(train.age_years, weights=weights))
     dummy_mae = float(np.abs(val.age_years - train_mean).mean())
 

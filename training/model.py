@@ -61,17 +61,27 @@ def check_weights(weights: str, input_size: int) -> None:
 
 
 def load_regressor(path: str | Path, input_size: int) -> keras.Model:
-    """An earlier run's regressor (``model.keras``) to fine-tune, checked against ``input_size``.
+    """An earlier run's regressor to fine-tune, checked against ``input_size``.
+
+    ``path`` is a run's ``model.keras`` or an exported ``.tflite`` (the float regressor is
+    rebuilt from its int8 weights, batch normalisations folded and frozen:
+    `training.from_tflite`), so that a shipped model whose run is gone can still be tuned.
 
     Raises:
-        AgecheckError: if the file is missing, is not a Keras model or takes another input size.
+        AgecheckError: if the file is missing, is not a model of this project or takes
+            another input size.
     """
-    if not Path(path).is_file():
-        raise AgecheckError(f"--init-model {path}: no such file; expected an earlier run's model.keras")
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as error:  # Keras raises ValueError, OSError or zipfile errors here
-        raise AgecheckError(f"--init-model {path} could not be loaded as a Keras model: {error}") from None
+    if Path(path).suffix == ".tflite":
+        from training.from_tflite import regressor_from_tflite
+
+        model = regressor_from_tflite(path)
+    elif not Path(path).is_file():
+        raise AgecheckError(f"--init-model {path}: no such file; expected an earlier run's model.keras or a .tflite")
+    else:
+        try:
+            model = keras.models.load_model(path, compile=False)
+        except Exception as error:  # Keras raises ValueError, OSError or zipfile errors here
+            raise AgecheckError(f"--init-model {path} could not be loaded as a Keras model: {error}") from None
     side = model.input_shape[1]
     if tuple(model.input_shape[1:]) != (input_size, input_size, 3):
         raise AgecheckError(

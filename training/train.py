@@ -45,8 +45,9 @@ class TrainConfig:
             rate (`training.model.compile_model`); 0 is plain Adam, the notebooks' recipe.
         warmup_epochs: linear warm-up before a cosine decay to 0; 0 keeps the rate constant.
         weights: ``imagenet``, ``none`` or a ResNet50 notop weights file.
-        init_model: an earlier run's regressor (its ``model.keras``) to start from instead of
-            ``weights`` (fine-tuning); its input side must be ``image_size``. Empty: none.
+        init_model: an earlier run's regressor (its ``model.keras``, or an exported ``.tflite``:
+            `training.from_tflite`) to start from instead of ``weights`` (fine-tuning); its
+            input side must be ``image_size``. Empty: none.
         val_fraction: validation share when the layout has no split of its own.
         seed: seeds the split, shuffling and initialisation.
         precision: ``auto`` (bfloat16 on a GPU or an AMX CPU: `training.fit.choose_precision`),
@@ -62,6 +63,8 @@ class TrainConfig:
             zoom and shift); the model sees the framing itself at inference.
         lds_sigma_years: label-distribution smoothing width for the age weights; 0 turns
             the weighting off (`training.imbalance`).
+        lds_power: an age weighs its smoothed density ** -power (0.5: inverse square root,
+            the shipped runs'; 1: inverse, rare ages such as 13-17 weigh more still).
         source_weight_power: small sources weigh count ** -power more per photo; 0 off.
         border_fill: share of training crops whose framing, where it left the photo, is
             filled with varied content instead of replicated edges
@@ -94,6 +97,7 @@ class TrainConfig:
     mask_share: float = 0.0
     context: float = 1.25
     lds_sigma_years: float = 2.0
+    lds_power: float = 0.5
     source_weight_power: float = 0.5
     consistency: float = 0.0
     border_fill: float = 0.0
@@ -119,6 +123,7 @@ class TrainConfig:
             ("mask_share", self.mask_share, 0 <= self.mask_share <= 1, "in [0, 1]"),
             ("context", self.context, 1 <= self.context <= 2, "in [1, 2]"),
             ("lds_sigma_years", self.lds_sigma_years, 0 <= self.lds_sigma_years <= 20, "in [0, 20]"),
+            ("lds_power", self.lds_power, 0 <= self.lds_power <= 2, "in [0, 2]"),
             ("source_weight_power", self.source_weight_power, 0 <= self.source_weight_power <= 1, "in [0, 1]"),
             ("consistency", self.consistency, 0 <= self.consistency <= 10, "in [0, 10]"),
             ("border_fill", self.border_fill, 0 <= self.border_fill <= 1, "in [0, 1]"),
