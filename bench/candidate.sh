@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Judges a candidate model against the shipped one, every check a candidate gets, in one go.
 #   bash bench/candidate.sh NAME RUN BASE_RUN DATA [DATA ...]
+#   PER_PHOTO_ONLY=1 bash bench/candidate.sh ...   # export and the per-photo comparison only (~15 min)
 #   e.g. bash bench/candidate.sh border_fill ~/.cache/agecheck-runs/v11 ~/.cache/agecheck-runs/v5-gpu \
 #            ../shared/datasets/{utkface,appa-real,aaf}
 # RUN: the candidate's run folder (model.keras, history.csv); BASE_RUN: a folder for the shipped
@@ -92,6 +93,13 @@ Path(sys.argv[2]).write_text(json.dumps(report, indent=2) + "\n")' "$RUN/eval_$e
     "$BIN/python" bench/compare_models.py "$BASE/predictions_$evaluation.csv" "$RUN/predictions_$evaluation.csv" \
         --margins "$BASE_MARGIN" "$BASE_MARGIN" --out "$OUT.paired_$name"
 done
+
+if [ "${PER_PHOTO_ONLY:-0}" = 1 ]; then
+    # A candidate that ranks teenagers against adults no better per photo will not at the till either:
+    # the rest (about 50 min on 2 cores) is for one that does.
+    step "stopped after the per-photo comparison (PER_PHOTO_ONLY=1): $OUT.*"
+    exit 0
+fi
 
 step "its test-time views: the shipped card's set against every other, each half scoring the other's choice"
 "$BIN/python" bench/view_margins.py "${DATA[@]}" --model "$MODEL" --out "$OUT.view_margins"
