@@ -111,9 +111,9 @@ def regressor_from_tflite(path: str | Path):
         norm = backbone.get_layer(conv.name.removesuffix("_conv") + "_bn")
         # Folding left each output channel's kernel at its own scale (the normalisation's
         # gain); Adam moves every weight by about the rate whatever its size, so the small
-        # ones were thrown about (1e-4, 60 steps: MAE 6.12 -> 7.87). The gain goes back into
-        # the normalisation's scale and the kernels to He initialisation's spread, where
-        # such a rate was measured to suit them.
+        # ones were thrown about (rate 1e-4, batch 64, 60 steps: MAE 6.12 -> 7.87). The gain
+        # goes back into the normalisation's scale and the kernels to He initialisation's
+        # spread (the same steps: 6.39; batch 256 at 3e-5, 16 steps: 6.13; docs/MODEL.md).
         spread = kernel.reshape(-1, kernel.shape[-1]).std(axis=0)
         gain = np.where(spread > 0, spread / np.sqrt(2.0 / np.prod(kernel.shape[:3])), 1.0).astype(np.float32)
         conv.set_weights([kernel / gain, bias / gain])
