@@ -17,7 +17,7 @@ from edge_app.age_model import AgeRegressor
 from edge_app.config import MODELS_DIR, AgeModelConfig, DetectorConfig
 from edge_app.crop import CropSettings
 from edge_app.errors import AgecheckError
-from edge_app.model_card import ModelCard, sha256_of, write_card
+from edge_app.model_card import ModelCard, write_card
 from training.data import Crops, LabelledImages, load_crops, load_sources, load_view_crops, mean_over_views, select
 from training.metrics import calibrate_margins, errors, figures, figures_by_source, gate_tradeoff
 from training.train import PHOTO_DETECTOR
@@ -35,18 +35,17 @@ LICENCES = {
 CARD_DEGRADATION = "camera"
 
 
-def _fine_tuned_from(init_model: str | None) -> dict:
+def _fine_tuned_from(run_config: dict) -> dict:
     """The card's note of a fine-tuned run's start: run folder and file name, no local path.
 
-    An exported model (``.tflite``) is named with its SHA-256 too: its name alone (the shipped
-    model's) says nothing once the file is replaced.
+    With the SHA-256 that the run recorded of an exported start (`training.train.train`).
     """
-    if not init_model:
+    if not run_config.get("init_model"):
         return {}
-    path = Path(init_model)
+    path = Path(run_config["init_model"])
     note = {"fine_tuned_from": f"{path.parent.name}/{path.name}"}
-    if path.suffix == ".tflite" and path.is_file():
-        note["fine_tuned_from_sha256"] = sha256_of(path)
+    if "init_model_sha256" in run_config:
+        note["fine_tuned_from_sha256"] = run_config["init_model_sha256"]
     return note
 
 
@@ -368,7 +367,7 @@ def export(
                  for k in ("weights", "epochs", "batch_size", "learning_rate", "warmup_epochs", "weight_decay",
                            "augment", "augment_strength", "glasses_share", "mask_share", "context", "lds_sigma_years",
                            "lds_power", "source_weight_power", "consistency", "border_fill")}
-              | _fine_tuned_from(run_config.get("init_model")),
+              | _fine_tuned_from(run_config),
             "validation": {
                 "split": "each source's own split where its layout has one, else a hash of seed and file name",
                 "seed": settings.seed,

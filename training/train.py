@@ -18,6 +18,7 @@ import numpy as np
 from edge_app.config import DEFAULT_DETECTOR_MODEL, DetectorConfig
 from edge_app.crop import CropSettings
 from edge_app.errors import AgecheckError
+from edge_app.model_card import sha256_of
 from training.data import load_crops, load_sources
 from training.fit import CONFIG_NAME, REPORT_NAME, fit_run
 from training.pack import LABEL_FIELDS, PACK_NAME, CropPack, read_pack_meta, save_pack
@@ -213,10 +214,15 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     from training.model import check_weights, load_regressor
 
     check_weights(config.weights, config.image_size)
+    run_config = config.to_dict()
     if config.init_model:
         load_regressor(config.init_model, config.image_size)
+        if Path(config.init_model).suffix == ".tflite":
+            # Recorded now, not at export: the name of an exported start (the shipped model's)
+            # says nothing once the file is replaced, perhaps by this run's own export.
+            run_config["init_model_sha256"] = sha256_of(config.init_model)
     out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    (out / CONFIG_NAME).write_text(json.dumps(run_config, indent=2) + "\n")
     if not (out / PACK_NAME).is_file():
         save_pack(out / PACK_NAME, make_pack(config, out / "cache"))
     if crops_only:
