@@ -334,6 +334,7 @@ def test_fine_tuning_starts_from_the_earlier_runs_weights(utk_run, datasets, tmp
     assert largest_difference(fresh, start) > 1e-3
 
     for init, size, match in [(tmp_path / "none.keras", 32, "no such file; expected an earlier run's model.keras"),
+                              (tmp_path / "none.tflite", 32, "no such file; expected an earlier run's model.keras or"),
                               (utk_run / "train_config.json", 32, "could not be loaded as a Keras model"),
                               (utk_run / "model.keras", 48, "takes 32x32 px images, expected 48x48")]:
         line = one_error_line(invoke("train", "--data", datasets["utkface"], "--out", tmp_path / "bad", *TINY[:2],

@@ -52,8 +52,6 @@ def read_weights(path: str | Path) -> tuple[int, dict[str, tuple[np.ndarray, np.
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    if not Path(path).is_file():
-        raise AgecheckError(f"--init-model {path}: no such file; expected an earlier run's model.keras or a .tflite")
     try:
         interpreter = Interpreter(model_path=str(path))
         interpreter.allocate_tensors()

@@ -71,12 +71,12 @@ def load_regressor(path: str | Path, input_size: int) -> keras.Model:
         AgecheckError: if the file is missing, is not a model of this project or takes
             another input size.
     """
+    if not Path(path).is_file():
+        raise AgecheckError(f"--init-model {path}: no such file; expected an earlier run's model.keras or a .tflite")
     if Path(path).suffix == ".tflite":
         from training.from_tflite import regressor_from_tflite
 
         model = regressor_from_tflite(path)
-    elif not Path(path).is_file():
-        raise AgecheckError(f"--init-model {path}: no such file; expected an earlier run's model.keras or a .tflite")
     else:
         try:
             model = keras.models.load_model(path, compile=False)
