@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Judges a candidate model against the shipped one, every check a candidate gets, in one go.
 #   bash bench/candidate.sh NAME RUN BASE_RUN DATA [DATA ...]
-#   PER_PHOTO_ONLY=1 bash bench/candidate.sh ...   # export and the per-photo comparison only (~15 min)
+#   PER_PHOTO_ONLY=1 bash bench/candidate.sh ...   # export and the per-photo comparison only (10 min, 2026-11-28)
 #   e.g. bash bench/candidate.sh border_fill ~/.cache/agecheck-runs/v11 ~/.cache/agecheck-runs/v5-gpu \
 #            ../shared/datasets/{utkface,appa-real,aaf}
 # RUN: the candidate's run folder (model.keras, history.csv); BASE_RUN: a folder for the shipped
