@@ -308,13 +308,54 @@ def test_synthetic_mask_covers_mouth_and_chin_and_leaves_the_eyes(faces80, margi
 
 
 def test_two_view_loss_counts_each_views_error_and_their_gap():
-    from training.model import two_view_loss
+    from training.model import age_loss
 
     y_true = np.array([12.0, 30.0], np.float32)
     y_pred = np.array([[10.0, 14.0], [30.0, 30.0]], np.float32)
     # view errors 4 and 4 (mean 4), gap 16; a sample whose views agree on the truth costs 0
-    np.testing.assert_allclose(np.asarray(two_view_loss(0.5)(y_true, y_pred)), [4 + 0.5 * 16, 0.0])
-    np.testing.assert_allclose(np.asarray(two_view_loss(0.0)(y_true, y_pred)), [4.0, 0.0])
+    np.testing.assert_allclose(np.asarray(age_loss(0.5)(y_true, y_pred)), [4 + 0.5 * 16, 0.0])
+    assert age_loss(0.0) == "mse"  # the notebooks' recipe, untouched
+
+
+def test_rank_term_costs_each_teen_adult_pair_read_less_than_7_years_apart():
+    from training.model import age_loss, key_rank_term
+
+    # a 15 read 20 against adults read 25 (2 years short of 7 apart: 4) and 40 (far enough: 0);
+    # the 10-year-old and the 20-year-old are in neither group
+    true = np.array([15.0, 30.0, 40.0, 10.0, 20.0], np.float32)
+    estimate = np.array([20.0, 25.0, 40.0, 30.0, 5.0], np.float32)
+    term = np.asarray(key_rank_term(true, estimate))
+    np.testing.assert_allclose(term, [5 * 4 / 4, 5 * 4 / 4, 0.0, 0.0, 0.0])
+    assert term.mean() == 4 / 2  # the mean cost per pair
+    per_sample = np.asarray(age_loss(0.0, 0.5)(true[:, None], estimate[:, None]))
+    np.testing.assert_allclose(per_sample, (estimate - true) ** 2 + 0.5 * term)
+    adults_only = np.asarray(key_rank_term(np.array([30.0, 40.0], np.float32), np.array([9.0, 1.0], np.float32)))
+    np.testing.assert_array_equal(adults_only, 0.0)
+
+
+def test_rank_weight_turns_the_step_of_teens_read_too_close_to_adults():
+    import keras
+
+    from training.model import compile_model
+
+    true = np.array([16.0, 16.0, 30.0, 30.0, 50.0, 8.0], np.float32)[:, None]
+    # teen 0 reads 15, under its age but within 7 years of an adult read 18; adult 3 reads 31,
+    # over its age but within 7 years of teen 1 read 29; the 50 and the 8 are read right
+    start = np.array([15.0, 29.0, 18.0, 31.0, 50.0, 8.0], np.float32)
+
+    def one_step(rank_weight):
+        # each sample's estimate is its own weight, and Adam's first step moves each weight by
+        # the rate against its gradient's sign: the sign of each sample's pull
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1, use_bias=False)])
+        model.layers[0].kernel.assign(start[:, None])
+        compile_model(model, 0.5, rank_weight=rank_weight)
+        model.fit(np.eye(6, dtype=np.float32), true, batch_size=6, epochs=1, verbose=0)
+        return model.layers[0].kernel.numpy()[:, 0] - start
+
+    plain, ranked = one_step(0.0), one_step(1.0)
+    assert plain[0] > 0 > ranked[0]  # the squared error lifts teen 0 to 16; the pair holds it down
+    assert plain[3] < 0 < ranked[3]  # and lowers adult 3 to 30; the pair lifts it
+    np.testing.assert_allclose(ranked[[1, 2, 4, 5]], plain[[1, 2, 4, 5]], atol=1e-6)  # both pulls agree, or none
 
 
 def test_weight_decay_shrinks_kernels_apart_from_the_gradient_and_spares_norm_and_bias():
@@ -367,6 +408,9 @@ def test_consistency_trains_on_two_independent_views_and_predicts_the_framing():
     assert np.isfinite(history.history["loss"][0]) and np.isfinite(history.history["mae"][0])
     _, one_view = build_training_model(config | {"consistency": 0.0}, 1.25, 1e-3, 30.0)
     assert "camera_augment_2" not in [layer.name for layer in one_view.layers]
+    assert one_view.loss == "mse"  # the notebooks' recipe unless the run asks for more
+    _, ranked = build_training_model(config | {"consistency": 0.0, "rank_weight": 1.0}, 1.25, 1e-3, 30.0)
+    assert callable(ranked.loss) and ranked.loss.__qualname__.startswith("age_loss")
 
 
 def test_glasses_and_mask_shares_put_their_layers_before_camera_augment():

@@ -78,6 +78,9 @@ def register(group: click.Group) -> None:
     @click.option("--consistency", default=0.0, show_default=True, type=float,
                   help="Corrupt each crop twice; weight of the squared gap between the two estimates "
                        "in the loss (texture and light must not change the age); 0: one view.")
+    @click.option("--rank-weight", default=0.0, show_default=True, type=float,
+                  help="Weight in the loss of each batch's 13-17s read less than 7 years below its "
+                       "adults 25+ (the key figure's ordering; training/model.py key_rank_term); 0: off.")
     @click.option("--max-images", default=0, show_default=True, type=int,
                   help="Use only the first N images of each source (smoke runs); 0 uses all.")
     @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")

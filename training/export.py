@@ -366,7 +366,7 @@ def export(
             } | {k: run_config.get(k)
                  for k in ("weights", "epochs", "batch_size", "learning_rate", "warmup_epochs", "weight_decay",
                            "augment", "augment_strength", "glasses_share", "mask_share", "context", "lds_sigma_years",
-                           "lds_power", "source_weight_power", "consistency", "border_fill")}
+                           "lds_power", "source_weight_power", "consistency", "rank_weight", "border_fill")}
               | _fine_tuned_from(run_config),
             "validation": {
                 "split": "each source's own split where its layout has one, else a hash of seed and file name",

@@ -124,7 +124,7 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
     The regressor is what gets exported; the trainer takes the pack's wider crops, corrupts
     them while training and cuts their centre (the card's framing) otherwise. With
     ``consistency`` > 0 it corrupts each crop twice, independently, and estimates both
-    views, (B, 2), for `training.model.two_view_loss`. With ``border_fill`` > 0 it takes a
+    views, (B, 2), for `training.model.age_loss`. With ``border_fill`` > 0 it takes a
     fourth channel (`model_inputs`) for `training.augment.BorderFill`.
     """
     import keras
@@ -161,7 +161,8 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
         estimates.append(regressor(x))
     output = keras.layers.Concatenate(name="views")(estimates) if len(estimates) > 1 else estimates[0]
     trainer = keras.Model(inputs, output, name="trainer")
-    compile_model(trainer, lr, consistency, config.get("weight_decay", 0.0))  # runs before it had none
+    # runs before them had neither
+    compile_model(trainer, lr, consistency, config.get("weight_decay", 0.0), config.get("rank_weight", 0.0))
     return regressor, trainer
 
 

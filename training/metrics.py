@@ -142,9 +142,15 @@ def _flagged_below(teens: np.ndarray, cut: np.ndarray) -> np.ndarray:
     return (teens < cut).mean(axis=-1)
 
 
+# The key figure's two groups: teenagers 13 <= age < 18 and adults of 25 and over.
+KEY_TEEN_YEARS = (13, 18)
+KEY_ADULT_FROM_YEARS = 25
+
+
 def teens_and_adults(true_years: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Masks of the key figure's two groups: 13-17s and adults 25+."""
-    return (true_years >= 13) & (true_years < 18), true_years >= 25
+    low, high = KEY_TEEN_YEARS
+    return (true_years >= low) & (true_years < high), true_years >= KEY_ADULT_FROM_YEARS
 
 
 def _resamples(rng: np.random.Generator, *sizes: int):

@@ -8,6 +8,7 @@ import keras
 from keras import layers, ops
 
 from edge_app.errors import AgecheckError
+from training.metrics import KEY_ADULT_FROM_YEARS, KEY_TEEN_YEARS
 
 # ResNet50's ImageNet preprocessing ("caffe" mode): RGB -> BGR, minus the ImageNet BGR means.
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -131,18 +132,55 @@ def build_model(
     return model
 
 
-def two_view_loss(consistency: float):
-    """Loss of a trainer that estimates two augmented views of each crop, (B, 2).
+# The smallest true gap between the key figure's groups: a 17-year-old and a 25-year-old are
+# 7 years (and a day) apart.
+KEY_RANK_GAP_YEARS = float(KEY_ADULT_FROM_YEARS - KEY_TEEN_YEARS[1])
 
-    Each view's squared error, averaged, plus ``consistency`` times the squared gap between
-    the two estimates: texture, light and glasses that differ between the views must not
-    change the age. Per sample, so sample weights apply.
+
+def key_rank_term(true_years, estimate_years):
+    """Per sample: the batch's 13-17s read too close to (or above) its adults 25+.
+
+    Each (teenager, adult) pair of the batch costs ``relu(teen - adult + 7)^2`` years²: nothing
+    once the teenager's estimate is `KEY_RANK_GAP_YEARS` below the adult's, as their true ages
+    are at least. The product's key figure asks exactly this ordering; the squared error sees
+    each face alone. Each sample carries half the cost of its pairs, scaled so that the
+    batch's mean of the term is the mean cost per pair (0 where the batch lacks either group),
+    so sample weights apply as to the squared error.
+
+    Args:
+        true_years: (B,) labels.
+        estimate_years: (B,) estimates.
     """
+    low, high = KEY_TEEN_YEARS
+    teen = ops.cast(ops.logical_and(true_years >= low, true_years < high), "float32")
+    adult = ops.cast(true_years >= KEY_ADULT_FROM_YEARS, "float32")
+    pairs = teen[:, None] * adult[None, :]
+    cost = pairs * ops.square(ops.relu(estimate_years[:, None] - estimate_years[None, :] + KEY_RANK_GAP_YEARS))
+    batch = ops.cast(ops.shape(true_years)[0], "float32")
+    return batch * (ops.sum(cost, axis=1) + ops.sum(cost, axis=0)) / (2.0 * ops.maximum(ops.sum(pairs), 1.0))
+
+
+def age_loss(consistency: float = 0.0, rank_weight: float = 0.0):
+    """The training loss, per sample: squared error, the notebooks' recipe, plus two options.
+
+    ``consistency`` > 0: the trainer estimates two augmented views of each crop, (B, 2); each
+    view's squared error is averaged and ``consistency`` times the squared gap between the two
+    estimates added: texture, light and glasses that differ between the views must not change
+    the age. ``rank_weight`` > 0 adds that much of `key_rank_term` on the (views' mean)
+    estimate. With neither, plain ``"mse"``.
+    """
+    if consistency == 0 and rank_weight == 0:
+        return "mse"
 
     def loss(y_true, y_pred):
         y_pred = ops.cast(y_pred, "float32")
         y_true = ops.reshape(ops.cast(y_true, "float32"), (-1, 1))
-        return ops.mean(ops.square(y_pred - y_true), axis=-1) + consistency * ops.square(y_pred[:, 0] - y_pred[:, 1])
+        per_sample = ops.mean(ops.square(y_pred - y_true), axis=-1)
+        if consistency > 0:
+            per_sample = per_sample + consistency * ops.square(y_pred[:, 0] - y_pred[:, 1])
+        if rank_weight > 0:
+            per_sample = per_sample + rank_weight * key_rank_term(y_true[:, 0], ops.mean(y_pred, axis=-1))
+        return per_sample
 
     return loss
 
@@ -152,15 +190,18 @@ def two_view_loss(consistency: float):
 NOT_DECAYED = ("bias", "gamma", "beta")
 
 
-def compile_model(model: keras.Model, learning_rate, consistency: float = 0.0, weight_decay: float = 0.0) -> None:
+def compile_model(
+    model: keras.Model, learning_rate, consistency: float = 0.0, weight_decay: float = 0.0, rank_weight: float = 0.0
+) -> None:
     """MSE loss, Adam, MAE metric: the original notebooks' recipe.
 
-    With ``consistency`` > 0 the model estimates two views (`two_view_loss`); its MAE is
-    the mean over both. With ``weight_decay`` > 0 the optimizer is AdamW: each step shrinks
-    every kernel by ``learning_rate * weight_decay`` of itself, apart from the gradient
-    (decoupled), and leaves `NOT_DECAYED` variables alone.
+    With ``consistency`` > 0 the model estimates two views (`age_loss`); its MAE is the mean
+    over both. ``rank_weight`` > 0 adds `key_rank_term` to the loss. With ``weight_decay`` > 0
+    the optimizer is AdamW: each step shrinks every kernel by ``learning_rate *
+    weight_decay`` of itself, apart from the gradient (decoupled), and leaves `NOT_DECAYED`
+    variables alone.
     """
-    loss = two_view_loss(consistency) if consistency > 0 else "mse"
+    loss = age_loss(consistency, rank_weight)
     if weight_decay > 0:
         optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
         optimizer.exclude_from_weight_decay(var_names=list(NOT_DECAYED))

@@ -71,7 +71,9 @@ class TrainConfig:
             filled with varied content instead of replicated edges
             (`training.augment.BorderFill`); needs a pack that records where each photo ends.
         consistency: each crop is corrupted twice and the squared gap between the two
-            estimates weighs this much in the loss (`training.model.two_view_loss`); 0 off.
+            estimates weighs this much in the loss (`training.model.age_loss`); 0 off.
+        rank_weight: weight in the loss of each batch's 13-17s read less than 7 years below
+            its adults 25+ (`training.model.key_rank_term`: the key figure's ordering); 0 off.
         max_images: use only the first N images of each source (quick smoke runs); 0 uses all.
         crop: how faces are cut (recorded in the card, replayed by the app).
         detector: finds the face in each photo: the app's own full-range model, on the
@@ -101,6 +103,7 @@ class TrainConfig:
     lds_power: float = 0.5
     source_weight_power: float = 0.5
     consistency: float = 0.0
+    rank_weight: float = 0.0
     border_fill: float = 0.0
     max_images: int = 0
     crop: CropSettings = field(default_factory=lambda: CropSettings(align=True))
@@ -127,6 +130,7 @@ class TrainConfig:
             ("lds_power", self.lds_power, 0 <= self.lds_power <= 2, "in [0, 2]"),
             ("source_weight_power", self.source_weight_power, 0 <= self.source_weight_power <= 1, "in [0, 1]"),
             ("consistency", self.consistency, 0 <= self.consistency <= 10, "in [0, 10]"),
+            ("rank_weight", self.rank_weight, 0 <= self.rank_weight <= 10, "in [0, 10]"),
             ("border_fill", self.border_fill, 0 <= self.border_fill <= 1, "in [0, 1]"),
             ("data", len(self.data_dirs), len(self.data_dirs) >= 1, "at least one folder"),
         ]
