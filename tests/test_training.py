@@ -271,11 +271,22 @@ def test_evaluate_bad_options_are_one_clear_error(utk_run, datasets, tmp_path, a
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.parametrize(("args", "match"), [
+    (["--rank-weight", "-1"], "--rank-weight -1.0 is not allowed: expected in [0, 10]"),
+    (["--lds-power", "3"], "--lds-power 3.0 is not allowed: expected in [0, 2]"),
+    (["--consistency", "11"], "--consistency 11.0 is not allowed: expected in [0, 10]"),
+])
+def test_train_bad_loss_options_are_one_clear_error_before_anything_is_written(datasets, tmp_path, args, match):
+    line = one_error_line(invoke("train", "--data", datasets["utkface"], "--out", tmp_path / "run", *TINY, *args))
+    assert match in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_train_on_several_sources_reports_each(tmp_path, datasets):
     run = tmp_path / "run"
     result = ok(invoke("train", "--data", datasets["utkface"], "--data", datasets["seeds"], "--out", run,
                        "--val-fraction", "0.3", "--border-fill", "0.5", "--weight-decay", "0.01", "--mask-share", "0.3",
-                       *TINY))
+                       "--rank-weight", "1", *TINY))
     report = json.loads((run / "report.json").read_text())
     inside = load_pack(run / "crops.npz").inside  # the pack records where each photo ends, for --border-fill
     assert inside.shape == (60, 40, 40) and (inside[:, 15:25, 15:25] == 255).all()
@@ -294,7 +305,7 @@ def test_train_on_several_sources_reports_each(tmp_path, datasets):
     assert [s["name"] for s in card["training_data"]["sources"]] == ["utkface", "seeds"]
     assert set(card["camera"]["by_source"]) == {"utkface", "seeds"}
     assert card["training"]["border_fill"] == 0.5 and card["training"]["weight_decay"] == 0.01
-    assert card["training"]["mask_share"] == 0.3
+    assert card["training"]["mask_share"] == 0.3 and card["training"]["rank_weight"] == 1.0
 
     report_path, markdown = tmp_path / "r.json", tmp_path / "r.md"
     result = ok(invoke("evaluate", "--model", model, "--data", datasets["utkface"], "--data", datasets["seeds"],
