@@ -161,7 +161,7 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
         estimates.append(regressor(x))
     output = keras.layers.Concatenate(name="views")(estimates) if len(estimates) > 1 else estimates[0]
     trainer = keras.Model(inputs, output, name="trainer")
-    # runs before them had neither
+    # a run configured before weight_decay or rank_weight existed has neither key: 0, as it trained
     compile_model(trainer, lr, consistency, config.get("weight_decay", 0.0), config.get("rank_weight", 0.0))
     return regressor, trainer
 
