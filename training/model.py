@@ -8,7 +8,7 @@ import keras
 from keras import layers, ops
 
 from edge_app.errors import AgecheckError
-from training.metrics import KEY_ADULT_FROM_YEARS, KEY_TEEN_YEARS
+from training.metrics import KEY_ADULT_FROM_YEARS, KEY_TEEN_YEARS, teens_and_adults
 
 # ResNet50's ImageNet preprocessing ("caffe" mode): RGB -> BGR, minus the ImageNet BGR means.
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -151,9 +151,7 @@ def key_rank_term(true_years, estimate_years):
         true_years: (B,) labels.
         estimate_years: (B,) estimates.
     """
-    low, high = KEY_TEEN_YEARS
-    teen = ops.cast(ops.logical_and(true_years >= low, true_years < high), "float32")
-    adult = ops.cast(true_years >= KEY_ADULT_FROM_YEARS, "float32")
+    teen, adult = (ops.cast(group, "float32") for group in teens_and_adults(true_years))  # on tensors too
     pairs = teen[:, None] * adult[None, :]
     cost = pairs * ops.square(ops.relu(estimate_years[:, None] - estimate_years[None, :] + KEY_RANK_GAP_YEARS))
     batch = ops.cast(ops.shape(true_years)[0], "float32")
