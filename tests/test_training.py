@@ -1,6 +1,7 @@
 """train -> export -> evaluate on tiny datasets built from the bundled clip (no dataset images)."""
 
 import csv
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 from edge_app.age_model import AgeRegressor
 from edge_app.cli import main
 from edge_app.config import PROJECT_ROOT, AgeModelConfig
+from edge_app.errors import AgecheckError
 from edge_app.model_card import ModelCard, sha256_of
 from training.data import load_labels, split_indices
 from training.pack import load_pack
@@ -469,6 +471,32 @@ def test_corrupt_jpeg_is_skipped_and_counted(tmp_path, datasets):
     assert len(load_pack(run / "crops.npz")) == 29
 
 
+def test_resume_with_another_cut_is_one_clear_error_and_changes_nothing(tmp_path, datasets):
+    """A run's crops are cut once: --resume with another cut would fit crops other than the command says."""
+    run, reuse = tmp_path / "run", tmp_path / "reuse"
+    ok(invoke("train", "--data", datasets["seeds"], "--out", run, "--crops-only", *TINY))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    line = one_error_line(invoke("train", "--data", datasets["seeds"], "--out", run, "--resume", "--crops-only",
+                                 *TINY[:2], "--image-size", "48", *TINY[4:]))
+    assert "--image-size 32 (this command: 48)" in line and "choose another --out" in line
+    # crops copied into a new run folder to be used again: no settings beside them, the pack's own are checked
+    reuse.mkdir()
+    shutil.copy(run / "crops.npz", reuse)
+    line = one_error_line(invoke("train", "--data", datasets["seeds"], "--out", reuse, "--resume", "--crops-only",
+                                 "--crop-margin", "0.3", *TINY))
+    assert "--crop-margin 0.1 (this command: 0.3)" in line
+    line = one_error_line(invoke("train", "--data", datasets["utkface"], "--out", reuse, "--resume", "--crops-only",
+                                 *TINY))
+    assert "--data seeds (this command: utkface)" in line
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert [p.name for p in reuse.iterdir()] == ["crops.npz"]
+    # before the fit has begun its own settings may change; the same cut passes
+    ok(invoke("train", "--data", datasets["seeds"], "--out", run, "--resume", "--crops-only", *TINY,
+              "--learning-rate", "0.01"))
+    assert json.loads((run / "train_config.json").read_text())["learning_rate"] == 0.01
+    assert (run / "crops.npz").read_bytes() == before["crops.npz"]
+
+
 def touch(folder, name, text="x"):
     (folder / name).write_text(text)
     return folder
@@ -543,6 +571,12 @@ def test_resume_continues_an_interrupted_run(tmp_path, datasets):
     with pytest.raises(KeyboardInterrupt):
         train(config, callbacks=[Interrupt()])
     assert (tmp_path / "run" / "backup").is_dir() and not (tmp_path / "run" / "report.json").exists()
+    recorded = (tmp_path / "run" / "train_config.json").read_text()
+    # once the fit has begun, the run's settings are its own (--epochs may grow: it counts the epochs done)
+    with pytest.raises(AgecheckError, match=r"--learning-rate 0.0001 \(this command: 0.01\); "
+                                            r"--rank-weight 0.0 \(this command: 1.0\); a resumed run keeps"):
+        train(dataclasses.replace(config, learning_rate=0.01, rank_weight=1.0, epochs=4), resume=True)
+    assert (tmp_path / "run" / "train_config.json").read_text() == recorded
     report = train(config, resume=True)
     with open(tmp_path / "run" / "history.csv") as file:
         epochs = [int(row["epoch"]) for row in csv.DictReader(file)]
@@ -857,7 +891,6 @@ def test_candidate_script_refuses_missing_runs_with_one_line_and_writes_nothing(
 
 def test_till_bench_adds_every_validation_photo_of_an_age_band_to_its_drawn_customers():
     from bench.per_customer import till_customers
-    from edge_app.errors import AgecheckError
     from training.data import LabelledImages
 
     ages = np.array([15, 30, 16, 40, 13, 50, 16.5, 17.9, 60, 14, 70, 18], np.float32)

@@ -83,7 +83,8 @@ def register(group: click.Group) -> None:
                        "adults 25+ (the key figure's ordering; training/model.py key_rank_term); 0: off.")
     @click.option("--max-images", default=0, show_default=True, type=int,
                   help="Use only the first N images of each source (smoke runs); 0 uses all.")
-    @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+    @click.option("--resume", is_flag=True,
+                  help="Continue an interrupted run in --out, with the settings it began with (--epochs may grow).")
     @click.option("--crops-only", is_flag=True,
                   help="Write the run's crop pack and config, then stop (fit elsewhere: python -m training.fit RUN).")
     @click.option("--time-budget-s", default=0.0, show_default=True, type=float,

@@ -19,7 +19,7 @@ from edge_app.config import DEFAULT_DETECTOR_MODEL, DetectorConfig
 from edge_app.crop import CropSettings
 from edge_app.errors import AgecheckError
 from edge_app.model_card import sha256_of
-from training.data import load_crops, load_sources
+from training.data import load_crops, load_sources, source_name
 from training.fit import CONFIG_NAME, REPORT_NAME, fit_run
 from training.pack import LABEL_FIELDS, PACK_NAME, CropPack, read_pack_meta, save_pack
 
@@ -188,6 +188,71 @@ def make_pack(config: TrainConfig, cache_dir: Path) -> CropPack:
     return pack
 
 
+# What a resumed run may say differently: where things are (another clone or machine spells
+# the paths its own way) and how long it runs (--epochs counts the epochs already done).
+RESUME_MAY_CHANGE = frozenset({"out_dir", "data_dirs", "init_model", "init_model_sha256", "epochs",
+                               "detector.model_path", "crop.view_margins"})
+# What the crop pack was made with: once it exists, a new value would not reach the crops.
+PACK_SETTINGS = frozenset({"image_size", "context", "canvas", "val_fraction", "seed", "max_images"})
+OPTION_NAMES = {"crop.margin": "--crop-margin", "crop.align": "--align"}
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    """``{"crop": {"margin": m}}`` as ``{"crop.margin": m}``."""
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def _option(key: str) -> str:
+    """The command-line option that sets a (flattened) setting, or the setting's own name."""
+    if key in TrainConfig.__dataclass_fields__:
+        return "--" + key.replace("_", "-")
+    return OPTION_NAMES.get(key, key)
+
+
+def check_resume(out: Path, settings: dict, recorded: dict | None, fit_started: bool) -> None:
+    """Refuse a ``--resume`` whose settings differ from those the run was made with.
+
+    Once the fit has begun (``backup/`` exists) every setting but `RESUME_MAY_CHANGE` is the
+    run's; before, only those the crops were cut with (`PACK_SETTINGS`, the crop's and the
+    detector's). A setting the recorded run lacks (it predates the setting) is compared with
+    its default, which is what the fit reads for it. A pack already in the run folder (one
+    copied in to reuse its crops) must have been cut as ``settings`` ask.
+
+    Raises:
+        AgecheckError: naming each setting, the run's value and the command's.
+    """
+    new = _flat(settings)
+    changed = []
+    if recorded is not None:
+        old = _flat(recorded)
+        defaults = {f.name: f.default for f in TrainConfig.__dataclass_fields__.values()}
+        for key, value in new.items():
+            was = old.get(key, defaults.get(key, value))
+            cut = key in PACK_SETTINGS or key.split(".")[0] in ("crop", "detector")
+            if key not in RESUME_MAY_CHANGE and was != value and (fit_started or cut):
+                changed.append((key, was, value))
+    if not changed and (out / PACK_NAME).is_file():  # (a pack copied in: no settings recorded beside it)
+        meta = read_pack_meta(out / PACK_NAME)
+        cut_as = {"crops' side in px": (meta["size"], round(new["image_size"] * new["context"])),
+                  "context": (meta["context"], new["context"]),
+                  **{f"crop.{k}": (meta["crop"][k], new[f"crop.{k}"]) for k in ("margin", "pad", "align")}}
+        changed += [(key, was, value) for key, (was, value) in cut_as.items() if was != value]
+        sources = sorted(meta["sources"])
+        wanted = sorted(source_name(Path(d)) for d in settings["data_dirs"])
+        if sources != wanted:
+            changed.append(("--data", ", ".join(sources), ", ".join(wanted)))
+    if changed:
+        said = "; ".join(f"{_option(key)} {was} (this command: {value})" for key, was, value in changed)
+        raise AgecheckError(f"--resume: run {out} was made with {said}; a resumed run keeps the settings it "
+                            "began with: give them again, or choose another --out")
+
+
 def train(config: TrainConfig, resume: bool = False, callbacks: list | None = None,
           crops_only: bool = False, time_budget_s: float = 0.0) -> dict:
     """Crop into ``RUN/crops.npz`` (unless it exists), then fit; see `training.fit.fit_run`.
@@ -208,10 +273,8 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     backup = out / "backup"
     if out.exists() and any(out.iterdir()) and not resume:
         raise AgecheckError(f"run folder {out} is not empty: pass --resume to continue it, or choose another --out")
-    if resume and not backup.is_dir():
-        if (out / REPORT_NAME).is_file():
-            raise AgecheckError(f"run {out} has already finished; nothing to resume")
-        log.info("no checkpoint in %s yet: starting the run", out)
+    if resume and not backup.is_dir() and (out / REPORT_NAME).is_file():
+        raise AgecheckError(f"run {out} has already finished; nothing to resume")
     # Check what can fail fast before writing anything: a typo in --data must not leave a run
     # folder behind that the corrected command would then refuse as "not empty".
     load_sources(list(config.data_dirs), config.val_fraction, config.seed, config.max_images)
@@ -225,6 +288,13 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
             # Recorded now, not at export: the name of an exported start (the shipped model's)
             # says nothing once the file is replaced, perhaps by this run's own export.
             run_config["init_model_sha256"] = sha256_of(config.init_model)
+    if resume:
+        recorded = json.loads((out / CONFIG_NAME).read_text()) if (out / CONFIG_NAME).is_file() else None
+        check_resume(out, run_config, recorded, fit_started=backup.is_dir())
+        if backup.is_dir() and recorded and "init_model_sha256" in recorded:
+            run_config["init_model_sha256"] = recorded["init_model_sha256"]  # the start it did begin from
+        if not backup.is_dir():
+            log.info("no checkpoint in %s yet: starting the run", out)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_NAME).write_text(json.dumps(run_config, indent=2) + "\n")
     if not (out / PACK_NAME).is_file():
