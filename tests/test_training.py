@@ -585,6 +585,20 @@ def test_resume_continues_an_interrupted_run(tmp_path, datasets):
     assert not (tmp_path / "run" / "backup").exists()
 
 
+def test_resume_reads_a_run_older_than_a_setting_as_it_trained(tmp_path):
+    """A run configured before --glasses-share existed trained without glasses, not with today's default."""
+    from training.fit import setting
+    from training.train import TrainConfig, check_resume
+
+    settings = TrainConfig(data_dirs=("seeds",), out_dir=str(tmp_path)).to_dict()
+    recorded = {k: v for k, v in settings.items() if k not in ("glasses_share", "rank_weight")}
+    assert setting(recorded, "glasses_share") == 0.0 and setting(settings, "glasses_share") == 0.25
+    with pytest.raises(AgecheckError, match=r"--glasses-share 0.0 \(this command: 0.25\)") as refused:
+        check_resume(tmp_path, settings, recorded, fit_started=True)
+    assert "rank-weight" not in str(refused.value)  # absent, it trained with 0: the command's 0 is the same
+    check_resume(tmp_path, settings, recorded, fit_started=False)  # before the fit, a fit setting may change
+
+
 def test_preprocessing_inside_the_model_is_exact_in_float_and_int8(tmp_path):
     """The .tflite takes uint8 RGB; BGR order and ImageNet means must survive int8 conversion."""
     import keras

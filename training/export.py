@@ -19,6 +19,7 @@ from edge_app.crop import CropSettings
 from edge_app.errors import AgecheckError
 from edge_app.model_card import ModelCard, write_card
 from training.data import Crops, LabelledImages, load_crops, load_sources, load_view_crops, mean_over_views, select
+from training.fit import BEFORE_THE_SETTING
 from training.metrics import calibrate_margins, errors, figures, figures_by_source, gate_tradeoff
 from training.train import PHOTO_DETECTOR
 
@@ -363,7 +364,7 @@ def export(
                 k: settings.report.get(k)
                 for k in ("precision", "backend", "accelerator", "best_val_mae", "best_epoch", "epochs_run",
                           "dummy_val_mae", "fit_seconds_this_session", "train_images_per_second")
-            } | {k: run_config.get(k)
+            } | {k: run_config.get(k, BEFORE_THE_SETTING.get(k))
                  for k in ("weights", "epochs", "batch_size", "learning_rate", "warmup_epochs", "weight_decay",
                            "augment", "augment_strength", "glasses_share", "mask_share", "context", "lds_sigma_years",
                            "lds_power", "source_weight_power", "consistency", "rank_weight", "border_fill")}

@@ -32,13 +32,23 @@ log = logging.getLogger(__name__)
 REPORT_NAME = "report.json"
 CONFIG_NAME = "train_config.json"
 
+BEFORE_THE_SETTING = {"lds_power": 0.5, "border_fill": 0.0, "glasses_share": 0.0, "mask_share": 0.0,
+                      "consistency": 0.0, "weight_decay": 0.0, "rank_weight": 0.0}
+"""What a run configured before each of these settings existed trained with (its
+``train_config.json`` lacks the key): the fit, the card and ``--resume``'s check read it so."""
+
+
+def setting(config: dict, key: str):
+    """``config[key]``, or `BEFORE_THE_SETTING`'s value where a run's config predates the key."""
+    return config[key] if key in config or key not in BEFORE_THE_SETTING else BEFORE_THE_SETTING[key]
+
 
 def sample_weights(pack: CropPack, config: dict) -> np.ndarray:
     """Rare ages and small sources weigh more (`training.imbalance`), as ``config`` says; mean 1."""
     lds_sigma_years, source_power = config["lds_sigma_years"], config["source_weight_power"]
     weights = np.ones(len(pack), np.float64)
-    if lds_sigma_years > 0:  # runs before lds_power had 0.5
-        weights *= lds_weights(pack.age_years, lds_sigma_years, config.get("lds_power", 0.5))
+    if lds_sigma_years > 0:
+        weights *= lds_weights(pack.age_years, lds_sigma_years, setting(config, "lds_power"))
     if source_power > 0:
         weights *= source_weights(pack.source, source_power)
     return (weights / weights.mean()).astype(np.float32)
@@ -46,7 +56,7 @@ def sample_weights(pack: CropPack, config: dict) -> np.ndarray:
 
 def border_fill(config: dict) -> float:
     """The share of crops `training.augment.BorderFill` fills: none without augmentation."""
-    return config.get("border_fill", 0.0) if config["augment"] else 0.0
+    return setting(config, "border_fill") if config["augment"] else 0.0
 
 
 def model_inputs(pack: CropPack, config: dict) -> np.ndarray:
@@ -142,11 +152,11 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
     stored = int(round(size * context))
     fill = border_fill(config)
     inputs = keras.Input((stored, stored, 4 if fill > 0 else 3), name="stored_crop")
-    glasses = config.get("glasses_share", 0.0) if config["augment"] else 0.0  # runs before it had none
-    masks = config.get("mask_share", 0.0) if config["augment"] else 0.0
+    glasses = setting(config, "glasses_share") if config["augment"] else 0.0
+    masks = setting(config, "mask_share") if config["augment"] else 0.0
     margin = config.get("crop", {}).get("margin", 0.1)
     strength = config["augment_strength"] if config["augment"] else 0.0
-    consistency = config.get("consistency", 0.0)  # runs before it had one view
+    consistency = setting(config, "consistency")
     estimates = []
     for view in range(2 if consistency > 0 else 1):
         seed, suffix = config["seed"] + view, "_2" * view
@@ -161,8 +171,7 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
         estimates.append(regressor(x))
     output = keras.layers.Concatenate(name="views")(estimates) if len(estimates) > 1 else estimates[0]
     trainer = keras.Model(inputs, output, name="trainer")
-    # a run configured before weight_decay or rank_weight existed has neither key: 0, as it trained
-    compile_model(trainer, lr, consistency, config.get("weight_decay", 0.0), config.get("rank_weight", 0.0))
+    compile_model(trainer, lr, consistency, setting(config, "weight_decay"), setting(config, "rank_weight"))
     return regressor, trainer
 
 

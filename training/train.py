@@ -20,7 +20,7 @@ from edge_app.crop import CropSettings
 from edge_app.errors import AgecheckError
 from edge_app.model_card import sha256_of
 from training.data import load_crops, load_sources, source_name
-from training.fit import CONFIG_NAME, REPORT_NAME, fit_run
+from training.fit import BEFORE_THE_SETTING, CONFIG_NAME, REPORT_NAME, fit_run
 from training.pack import LABEL_FIELDS, PACK_NAME, CropPack, read_pack_meta, save_pack
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ def check_resume(out: Path, settings: dict, recorded: dict | None, fit_started: 
     Once the fit has begun (``backup/`` exists) every setting but `RESUME_MAY_CHANGE` is the
     run's; before, only those the crops were cut with (`PACK_SETTINGS`, the crop's and the
     detector's). A setting the recorded run lacks (it predates the setting) is compared with
-    its default, which is what the fit reads for it. A pack already in the run folder (one
+    what the fit reads for it (`training.fit.BEFORE_THE_SETTING`). A pack already in the run folder (one
     copied in to reuse its crops) must have been cut as ``settings`` ask.
 
     Raises:
@@ -231,9 +231,8 @@ def check_resume(out: Path, settings: dict, recorded: dict | None, fit_started: 
     changed = []
     if recorded is not None:
         old = _flat(recorded)
-        defaults = {f.name: f.default for f in TrainConfig.__dataclass_fields__.values()}
         for key, value in new.items():
-            was = old.get(key, defaults.get(key, value))
+            was = old.get(key, BEFORE_THE_SETTING.get(key, value))
             cut = key in PACK_SETTINGS or key.split(".")[0] in ("crop", "detector")
             if key not in RESUME_MAY_CHANGE and was != value and (fit_started or cut):
                 changed.append((key, was, value))
