@@ -479,6 +479,7 @@ def test_resume_with_another_cut_is_one_clear_error_and_changes_nothing(tmp_path
     line = one_error_line(invoke("train", "--data", datasets["seeds"], "--out", run, "--resume", "--crops-only",
                                  *TINY[:2], "--image-size", "48", *TINY[4:]))
     assert "--image-size 32 (this command: 48)" in line and "choose another --out" in line
+    assert "side in px" not in line  # the pack's side is the same change, said once
     # crops copied into a new run folder to be used again: no settings beside them, the pack's own are checked
     reuse.mkdir()
     shutil.copy(run / "crops.npz", reuse)

@@ -236,12 +236,14 @@ def check_resume(out: Path, settings: dict, recorded: dict | None, fit_started: 
             cut = key in PACK_SETTINGS or key.split(".")[0] in ("crop", "detector")
             if key not in RESUME_MAY_CHANGE and was != value and (fit_started or cut):
                 changed.append((key, was, value))
-    if not changed and (out / PACK_NAME).is_file():  # (a pack copied in: no settings recorded beside it)
+    if (out / PACK_NAME).is_file():  # the pack itself (one copied in has no settings beside it)
         meta = read_pack_meta(out / PACK_NAME)
-        cut_as = {"crops' side in px": (meta["size"], round(new["image_size"] * new["context"])),
-                  "context": (meta["context"], new["context"]),
+        said = {key for key, _, _ in changed}
+        cut_as = {"context": (meta["context"], new["context"]),
                   **{f"crop.{k}": (meta["crop"][k], new[f"crop.{k}"]) for k in ("margin", "pad", "align")}}
-        changed += [(key, was, value) for key, (was, value) in cut_as.items() if was != value]
+        if not said & {"image_size", "context"}:
+            cut_as["crops' side in px"] = (meta["size"], round(new["image_size"] * new["context"]))
+        changed += [(key, was, value) for key, (was, value) in cut_as.items() if was != value and key not in said]
         sources = sorted(meta["sources"])
         wanted = sorted(source_name(Path(d)) for d in settings["data_dirs"])
         if sources != wanted:
