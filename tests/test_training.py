@@ -489,6 +489,11 @@ def test_resume_with_another_cut_is_one_clear_error_and_changes_nothing(tmp_path
     line = one_error_line(invoke("train", "--data", datasets["utkface"], "--out", reuse, "--resume", "--crops-only",
                                  *TINY))
     assert "--data seeds (this command: utkface)" in line
+    from training.train import TrainConfig, check_resume  # canvas and detector have no option of their own
+
+    other = TrainConfig(data_dirs=(str(datasets["seeds"]),), out_dir=str(reuse), image_size=32, canvas=2.0)
+    with pytest.raises(AgecheckError, match=r"--canvas 3.0 \(this command: 2.0\)"):
+        check_resume(reuse, other.to_dict(), None, fit_started=False)
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
     assert [p.name for p in reuse.iterdir()] == ["crops.npz"]
     # before the fit has begun its own settings may change; the same cut passes

@@ -222,7 +222,8 @@ def check_resume(out: Path, settings: dict, recorded: dict | None, fit_started: 
     run's; before, only those the crops were cut with (`PACK_SETTINGS`, the crop's and the
     detector's). A setting the recorded run lacks (it predates the setting) is compared with
     what the fit reads for it (`training.fit.BEFORE_THE_SETTING`). A pack already in the run folder (one
-    copied in to reuse its crops) must have been cut as ``settings`` ask.
+    copied in to reuse its crops) must have been cut as ``settings`` ask: its side, context, crop,
+    detector, canvas and sources.
 
     Raises:
         AgecheckError: naming each setting, the run's value and the command's.
@@ -240,7 +241,11 @@ def check_resume(out: Path, settings: dict, recorded: dict | None, fit_started: 
         meta = read_pack_meta(out / PACK_NAME)
         said = {key for key, _, _ in changed}
         cut_as = {"context": (meta["context"], new["context"]),
-                  **{f"crop.{k}": (meta["crop"][k], new[f"crop.{k}"]) for k in ("margin", "pad", "align")}}
+                  **{f"crop.{k}": (meta["crop"][k], new[f"crop.{k}"]) for k in ("margin", "pad", "align")},
+                  **{f"detector.{k}": (was, new.get(f"detector.{k}")) for k, was in meta.get("detector", {}).items()
+                     if f"detector.{k}" not in RESUME_MAY_CHANGE}}
+        if "canvas" in meta:
+            cut_as["canvas"] = (meta["canvas"], new["canvas"])
         if not said & {"image_size", "context"}:
             cut_as["crops' side in px"] = (meta["size"], round(new["image_size"] * new["context"]))
         changed += [(key, was, value) for key, (was, value) in cut_as.items() if was != value and key not in said]
