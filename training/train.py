@@ -239,16 +239,16 @@ def check_resume(out: Path, settings: dict, recorded: dict | None, fit_started: 
                 changed.append((key, was, value))
     if (out / PACK_NAME).is_file():  # the pack itself (one copied in has no settings beside it)
         meta = read_pack_meta(out / PACK_NAME)
-        said = {key for key, _, _ in changed}
+        reported = {key for key, _, _ in changed}
         cut_as = {"context": (meta["context"], new["context"]),
                   **{f"crop.{k}": (meta["crop"][k], new[f"crop.{k}"]) for k in ("margin", "pad", "align")},
                   **{f"detector.{k}": (was, new.get(f"detector.{k}")) for k, was in meta.get("detector", {}).items()
                      if f"detector.{k}" not in RESUME_MAY_CHANGE}}
         if "canvas" in meta:
             cut_as["canvas"] = (meta["canvas"], new["canvas"])
-        if not said & {"image_size", "context"}:
+        if not reported & {"image_size", "context"}:
             cut_as["crops' side in px"] = (meta["size"], round(new["image_size"] * new["context"]))
-        changed += [(key, was, value) for key, (was, value) in cut_as.items() if was != value and key not in said]
+        changed += [(key, was, value) for key, (was, value) in cut_as.items() if was != value and key not in reported]
         sources = sorted(meta["sources"])
         wanted = sorted(source_name(Path(d)) for d in settings["data_dirs"])
         if sources != wanted:
