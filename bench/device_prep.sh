@@ -6,7 +6,8 @@
 #            -- --batch-size 256 --epochs 200 --learning-rate 1e-3 --warmup-epochs 2 --border-fill 0.5
 # 1. .whl/: the Keras 3 wheels the GPU machine lacks (keras, namex, optree), this venv's
 #    versions, for its Python 3.12 (already there: kept).
-# 2. RUN: the crops and the run's settings, `agecheck train --crops-only` (RUN/crops.npz there: kept).
+# 2. RUN: the crops and the run's settings, `agecheck train --crops-only --resume` (RUN/crops.npz
+#    there: kept, and the settings given now recorded beside it unless they would cut other crops).
 # 3. DEVICE_RUN: the pack that travels, re-encoded small (`bench/device_weights.py shrink-pack`).
 # Then prints how much the call carries (64 MiB at most) and the commands of "How it was
 # trained" in docs/MODEL.md.
@@ -36,10 +37,10 @@ for name in keras namex optree; do
     fi
 done
 
-if [ ! -f "$RUN/crops.npz" ]; then
-    echo "== $RUN: crops ($(date +%H:%M))"
-    "$BIN/agecheck" train "${DATA[@]}" --out "$RUN" --crops-only "$@"
-fi
+# (--resume: a RUN cropped before keeps its pack and takes the options given now; one that
+# would cut the crops otherwise is refused, naming the option)
+echo "== $RUN: crops and settings ($(date +%H:%M))"
+"$BIN/agecheck" train "${DATA[@]}" --out "$RUN" --crops-only --resume "$@"
 echo "== $DEVICE_RUN: the pack that travels ($(date +%H:%M))"
 rm -rf "$DEVICE_RUN"
 "$BIN/python" bench/device_weights.py shrink-pack "$RUN" "$DEVICE_RUN"
