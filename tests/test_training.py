@@ -214,6 +214,34 @@ def test_evaluate_reports_the_key_figure_beside_mae(utk_run, datasets, tmp_path)
     assert "**Key figure**" in markdown.read_text() and "(95% CI " in markdown.read_text()
 
 
+def test_evaluate_rewrites_its_own_files_and_refuses_any_other(utk_run, datasets, tmp_path):
+    """A rerun rewrites an earlier evaluation's files; a training run's report, the model, a folder or
+    one file named twice are refused before anything is scored, and what they hold is kept."""
+    outputs = ["--predictions", tmp_path / "p.csv", "--report", tmp_path / "r.json", "--markdown", tmp_path / "r.md"]
+    scored = ["--model", utk_run / "model.keras", "--data", datasets["utkface"], "--max-images", "8"]
+    ok(invoke("evaluate", *scored, *outputs))
+    (tmp_path / "p.csv").write_text((tmp_path / "p.csv").read_text() + "stale,row,1,2\n")
+    ok(invoke("evaluate", *scored, *outputs))  # the rerun writes over the first
+    assert "stale" not in (tmp_path / "p.csv").read_text()
+    assert json.loads((tmp_path / "r.json").read_text())["scored"] == 8
+
+    notes = tmp_path / "notes.md"
+    notes.write_text("# my notes\n")
+    training_report = (utk_run / "report.json").read_bytes()
+    model = (utk_run / "model.keras").read_bytes()
+    for args, message in [
+        (["--report", utk_run / "report.json"],
+         f"--report {utk_run / 'report.json'} holds a file agecheck evaluate did not write (a training run's report"),
+        (["--markdown", notes], f"--markdown {notes} holds a file agecheck evaluate did not write"),
+        (["--predictions", utk_run / "model.keras"], "is the model being scored; expected another file name"),
+        (["--markdown", tmp_path / "r.json"], f"--markdown {tmp_path / 'r.json'} is also --report"),
+        (["--report", tmp_path], f"--report {tmp_path} is a folder; expected a file name"),
+    ]:
+        assert message in one_error_line(invoke("evaluate", *scored, *outputs, *args))
+    assert (utk_run / "report.json").read_bytes() == training_report and (utk_run / "model.keras").read_bytes() == model
+    assert notes.read_text() == "# my notes\n"
+
+
 def test_export_with_views_cards_them_and_measures_every_figure_with_them(utk_run, datasets, tmp_path):
     model = tmp_path / "models" / "views.tflite"
     ok(invoke("export", "--model", utk_run / "model.keras", "--data", datasets["utkface"], "--out", model,

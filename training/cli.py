@@ -155,8 +155,11 @@ def register(group: click.Group) -> None:
     @click.option("--detect-faces", is_flag=True,
                   help="Uncropped photos: leave out (and list) photos with no detected face.")
     @click.option("--predictions", "predictions_csv", default="predictions.csv", show_default=True,
-                  type=click.Path())
-    @click.option("--report", "report_json", default="report.json", show_default=True, type=click.Path())
+                  type=click.Path(),
+                  help="One row per photo. An earlier evaluation's file is rewritten; any other file refused.")
+    @click.option("--report", "report_json", default="report.json", show_default=True, type=click.Path(),
+                  help="The figures as JSON, plots beside it. An earlier evaluation's report is rewritten; any other "
+                       "file refused (a training run's report.json, for one).")
     @click.option("--threshold-age", default=18.0, show_default=True, type=float)
     @click.option("--margin", "margin_years", default=None, type=float,
                   help="Margin over the threshold (default: the card's MAE).")
@@ -168,22 +171,18 @@ def register(group: click.Group) -> None:
     @click.option("--max-images", default=0, show_default=True, type=int,
                   help="Score at most N photos of each source (a seeded sample); 0: all.")
     @user_errors
-    def evaluate(markdown_path, data_dirs, **options):
+    def evaluate(data_dirs, **options):
         """Measure a model's error and its ID-check policy on labelled photos."""
         if options["model_path"].endswith(".keras"):
             _need_tensorflow()
-        from pathlib import Path
-
         from training.evaluate import evaluate as run_evaluate
-        from training.evaluate import markdown_report, summary_lines
+        from training.evaluate import summary_lines
 
         if options["degradation"] and options["degradation"] not in DEGRADATION_NAMES:
             raise AgecheckError(f"--degrade {options['degradation']!r}: expected one of {', '.join(DEGRADATION_NAMES)}")
         report = run_evaluate(data_dirs=list(data_dirs), **options)
         for line in summary_lines(report):
             click.echo(line)
-        if markdown_path:
-            Path(markdown_path).write_text(markdown_report(report))
 
     @group.command()
     @click.argument("data_dir", type=click.Path())

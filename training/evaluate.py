@@ -126,9 +126,60 @@ def write_predictions(path: Path, sources, file_names, true_years, predicted) ->
     """
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["source", "file_name", "real_age", "predicted_age"])
+        writer.writerow(PREDICTIONS_HEADER)
         for row in zip(sources, file_names, true_years, predicted, strict=True):
             writer.writerow([row[0], row[1], f"{row[2]:g}", f"{row[3]:.4f}"])
+
+
+PREDICTIONS_HEADER = ("source", "file_name", "real_age", "predicted_age")
+REPORT_KEYS = ("model", "split", "scored")  # what tells a report of evaluate's from others'
+MARKDOWN_START = "Model `"
+
+
+def _evaluate_wrote(path: Path, option: str) -> bool:
+    """Whether ``path``, an output of ``option``, is empty or was written by `evaluate`: rewriting it loses nothing."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return False
+    if not text:
+        return True
+    if option == "--predictions":
+        return next(csv.reader([text.partition("\n")[0]]), []) == list(PREDICTIONS_HEADER)
+    if option == "--report":
+        try:
+            report = json.loads(text)
+        except json.JSONDecodeError:
+            return False
+        return isinstance(report, dict) and all(key in report for key in REPORT_KEYS)
+    return text.startswith(MARKDOWN_START)
+
+
+def check_outputs(model_path: Path, outputs: dict[str, Path]) -> None:
+    """Refuse, before anything is scored, an output that would overwrite what `evaluate` did not write.
+
+    ``outputs`` maps each option (``--predictions``, ``--report``, ``--markdown``) to its path.
+    A training run's ``report.json`` (which ``agecheck export`` reads for the card), the model,
+    a folder or one output named twice are refused; a file an earlier evaluation wrote is
+    rewritten, as a rerun expects.
+
+    Raises:
+        AgecheckError: naming the option, its path and why, with what was expected.
+    """
+    seen: dict[Path, str] = {}
+    for option, path in outputs.items():
+        where = path.resolve()
+        if path.is_dir():
+            raise AgecheckError(f"{option} {path} is a folder; expected a file name")
+        if where == model_path.resolve():
+            raise AgecheckError(f"{option} {path} is the model being scored; expected another file name")
+        if where in seen:
+            raise AgecheckError(f"{option} {path} is also {seen[where]}; expected a file name of its own")
+        seen[where] = option
+        if path.exists() and not _evaluate_wrote(path, option):
+            raise AgecheckError(f"{option} {path} holds a file agecheck evaluate did not write (a training "
+                                f"run's report, for one) and would be lost; expected a new file name or an "
+                                f"earlier evaluation's")
 
 
 def evaluate(
@@ -143,8 +194,9 @@ def evaluate(
     degradation: str | None = None,
     seed: int = 0,
     max_images: int = 0,
+    markdown_path: str | Path | None = None,
 ) -> dict:
-    """Score a model on labelled photos and write predictions, report and plots.
+    """Score a model on labelled photos and write predictions, report, plots (and its tables as Markdown).
 
     Crops are made as in training (detect, crop by the card's settings; photos with no
     face are used whole, as for already-cropped datasets). With ``detect_faces`` (uncropped
@@ -153,7 +205,8 @@ def evaluate(
     Several ``data_dirs`` are scored together and each source apart.
 
     Raises:
-        AgecheckError: for a bad model, data folder or split.
+        AgecheckError: for a bad model, data folder or split, or an output that would overwrite
+            a file `evaluate` did not write (`check_outputs`).
     """
     if split not in SPLITS:
         raise AgecheckError(f"--split {split!r}: expected one of {SPLITS}")
@@ -162,6 +215,10 @@ def evaluate(
     model_path = Path(model_path)
     if not model_path.is_file():
         raise AgecheckError(f"model {model_path} does not exist")
+    outputs = {"--predictions": Path(predictions_csv), "--report": Path(report_json)}
+    if markdown_path is not None:
+        outputs["--markdown"] = Path(markdown_path)
+    check_outputs(model_path, outputs)
     predict, settings, card_margin = predictor(model_path)
     margin = margin_years if margin_years is not None else card_margin
     if margin is None:
@@ -179,8 +236,8 @@ def evaluate(
     true_years = images.age_years[crops.index].astype(np.float64)
     sources = images.source[crops.index]
 
-    predictions_csv, report_json = Path(predictions_csv), Path(report_json)
-    for path in (predictions_csv, report_json):
+    predictions_csv, report_json = outputs["--predictions"], outputs["--report"]
+    for path in outputs.values():
         path.parent.mkdir(parents=True, exist_ok=True)
     write_predictions(predictions_csv, images.source[crops.index], [images.paths[i].name for i in crops.index],
                       images.age_years[crops.index], predicted)
@@ -216,6 +273,8 @@ def evaluate(
     plot_error_by_age(true_years, predicted, report_json.with_suffix(".error_by_age.png"), model_path.name)
     marked = {"card MAE": margin} | {f"{float(q):.1%} minors": m for q, m in margins.items() if m is not None}
     plot_tradeoff(true_years, predicted, threshold_age, marked, report_json.with_suffix(".tradeoff.png"))
+    if markdown_path is not None:
+        outputs["--markdown"].write_text(markdown_report(report))
     return report
 
 
