@@ -299,7 +299,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
         check_resume(out, run_config, recorded, fit_started=backup.is_dir())
         if backup.is_dir() and recorded and "init_model_sha256" in recorded:
             run_config["init_model_sha256"] = recorded["init_model_sha256"]  # the start it did begin from
-        if not backup.is_dir():
+        if not backup.is_dir() and not crops_only:
             log.info("no checkpoint in %s yet: starting the run", out)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_NAME).write_text(json.dumps(run_config, indent=2) + "\n")
