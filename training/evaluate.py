@@ -139,20 +139,18 @@ MARKDOWN_START = "Model `"
 def _evaluate_wrote(path: Path, option: str) -> bool:
     """Whether ``path``, an output of ``option``, is empty or was written by `evaluate`: rewriting it loses nothing."""
     try:
-        text = path.read_text(errors="replace")
-    except OSError:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            first = file.readline()
+            if not first:
+                return True
+            if option == "--predictions":
+                return next(csv.reader([first]), []) == list(PREDICTIONS_HEADER)
+            if option == "--markdown":
+                return first.startswith(MARKDOWN_START)
+            report = json.loads(first + file.read())
+    except (OSError, json.JSONDecodeError):
         return False
-    if not text:
-        return True
-    if option == "--predictions":
-        return next(csv.reader([text.partition("\n")[0]]), []) == list(PREDICTIONS_HEADER)
-    if option == "--report":
-        try:
-            report = json.loads(text)
-        except json.JSONDecodeError:
-            return False
-        return isinstance(report, dict) and all(key in report for key in REPORT_KEYS)
-    return text.startswith(MARKDOWN_START)
+    return isinstance(report, dict) and all(key in report for key in REPORT_KEYS)
 
 
 def check_outputs(model_path: Path, outputs: dict[str, Path]) -> None:
