@@ -44,10 +44,8 @@ sys.path.insert(0, str(ROOT))
 from bench.report import write_report  # noqa: E402
 from edge_app.margins import asked_below  # noqa: E402
 from training.data import GENDERS, RACES, utkface_labels  # noqa: E402
-from training.evaluate import cell  # noqa: E402
+from training.evaluate import PREDICTIONS_HEADER, cell  # noqa: E402
 from training.metrics import gate_flags, paired_change, teens_and_adults  # noqa: E402
-
-COLUMNS = ("source", "file_name", "real_age", "predicted_age")
 
 
 def bands(threshold_age: float = 18.0) -> tuple[tuple[str, float, float], ...]:
@@ -85,9 +83,9 @@ def read_predictions(path: Path) -> dict[tuple[str, str], Scored]:
         raise ValueError(f"{path}: no such file; expected an `agecheck evaluate --predictions` CSV")
     with open(path, newline="") as file:
         reader = csv.DictReader(file)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [c for c in PREDICTIONS_HEADER if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path}: missing columns {missing}; expected {list(COLUMNS)}")
+            raise ValueError(f"{path}: missing columns {missing}; expected {list(PREDICTIONS_HEADER)}")
         try:
             return {(r["source"], r["file_name"]): Scored(float(r["real_age"]), float(r["predicted_age"] or "nan"),
                                                           bool(int(r["flagged"])) if "flagged" in r else None,

@@ -57,7 +57,7 @@ from edge_app.margins import asked_below  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
 from training.data import GENDERS, RACES, LabelledImages, load_sources, read_rgb, select  # noqa: E402
 from training.degrade import degrade  # noqa: E402
-from training.evaluate import pct_ci  # noqa: E402
+from training.evaluate import PREDICTIONS_HEADER, pct_ci  # noqa: E402
 from training.metrics import TRADEOFF_LIMITS_YEARS, key_figure  # noqa: E402
 
 BANDS = [("0-12", 0, 13), ("13-17", 13, 18), ("18-24", 18, 25), ("25+", 25, 200)]
@@ -262,8 +262,7 @@ def write_customers(path: Path, customers: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["source", "file_name", "real_age", "predicted_age", "seen", "flagged", "reason",
-                         "lowest_age"])
+        writer.writerow([*PREDICTIONS_HEADER, "seen", "flagged", "reason", "lowest_age"])  # compare_models reads it
         for c in customers:
             writer.writerow([c["source"], c["file_name"], c["age"], "" if c["estimate"] is None else c["estimate"],
                              int(c["seen"]), int(c["flagged"]), c["reason"] or "",

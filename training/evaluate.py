@@ -118,6 +118,11 @@ def plot_tradeoff(true_years, predicted, threshold_age, marked: dict[str, float]
     plt.close(fig)
 
 
+PREDICTIONS_HEADER = ("source", "file_name", "real_age", "predicted_age")
+REPORT_KEYS = ("model", "split", "scored")  # what tells a report of evaluate's from others'
+MARKDOWN_START = "Model `"
+
+
 def write_predictions(path: Path, sources, file_names, true_years, predicted) -> None:
     """One row per photo: source, file name, real and predicted age (read by `bench/compare_models.py`).
 
@@ -129,11 +134,6 @@ def write_predictions(path: Path, sources, file_names, true_years, predicted) ->
         writer.writerow(PREDICTIONS_HEADER)
         for row in zip(sources, file_names, true_years, predicted, strict=True):
             writer.writerow([row[0], row[1], f"{row[2]:g}", f"{row[3]:.4f}"])
-
-
-PREDICTIONS_HEADER = ("source", "file_name", "real_age", "predicted_age")
-REPORT_KEYS = ("model", "split", "scored")  # what tells a report of evaluate's from others'
-MARKDOWN_START = "Model `"
 
 
 def _evaluate_wrote(path: Path, option: str) -> bool:
@@ -344,7 +344,7 @@ def markdown_report(report: dict) -> str:
     """The report's tables in Markdown, for docs (every figure comes from ``report``)."""
     e, p = report["errors"], report["policy"]
     lines = [
-        f"Model `{Path(report['model']).name}` on `{report['data']}` (split: {report['split']}): "
+        f"{MARKDOWN_START}{Path(report['model']).name}` on `{report['data']}` (split: {report['split']}): "
         f"{report['scored']} of {report['images']} photos scored; {report['no_face']} without a detected face "
         f"({report['no_face_handling']}); degradation: {report.get('degradation', 'none')}."
         + (f" Each estimate is the {_views(report)} (the card's test-time views)." if _views(report) else ""),
