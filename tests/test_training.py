@@ -215,8 +215,9 @@ def test_evaluate_reports_the_key_figure_beside_mae(utk_run, datasets, tmp_path)
 
 
 def test_evaluate_rewrites_its_own_files_and_refuses_any_other(utk_run, datasets, tmp_path):
-    """A rerun rewrites an earlier evaluation's files; a training run's report, the model, a folder or
-    one file named twice are refused before anything is scored, and what they hold is kept."""
+    """A rerun rewrites an earlier evaluation's files (plots too); a training run's report, the model, a
+    folder, one file named twice or a plot of the user's where the report's would go are refused before
+    anything is scored, and what they hold is kept."""
     outputs = ["--predictions", tmp_path / "p.csv", "--report", tmp_path / "r.json", "--markdown", tmp_path / "r.md"]
     scored = ["--model", utk_run / "model.keras", "--data", datasets["utkface"], "--max-images", "8"]
     ok(invoke("evaluate", *scored, *outputs))
@@ -225,6 +226,14 @@ def test_evaluate_rewrites_its_own_files_and_refuses_any_other(utk_run, datasets
     assert "stale" not in (tmp_path / "p.csv").read_text()
     assert json.loads((tmp_path / "r.json").read_text())["scored"] == 8
 
+    from PIL import Image
+
+    assert Image.open(tmp_path / "r.tradeoff.png").text["Source"] == "agecheck evaluate"
+    Image.new("RGB", (4, 4)).save(tmp_path / "r.tradeoff.png")  # a plot from before the mark, beside its report
+    ok(invoke("evaluate", *scored, *outputs))
+    assert Image.open(tmp_path / "r.tradeoff.png").size != (4, 4)
+    mine = tmp_path / "mine.error_by_age.png"  # a plot of the user's own, where a new report's would go
+    Image.new("RGB", (4, 4)).save(mine)
     notes = tmp_path / "notes.md"
     notes.write_text("# my notes\n")
     training_report = (utk_run / "report.json").read_bytes()
@@ -236,10 +245,13 @@ def test_evaluate_rewrites_its_own_files_and_refuses_any_other(utk_run, datasets
         (["--predictions", utk_run / "model.keras"], "is the model being scored; expected another file name"),
         (["--markdown", tmp_path / "r.json"], f"--markdown {tmp_path / 'r.json'} is also --report"),
         (["--report", tmp_path], f"--report {tmp_path} is a folder; expected a file name"),
+        (["--report", tmp_path / "mine.json"], f"--report's error by age plot {mine} holds a file agecheck "
+                                               f"evaluate did not write"),
     ]:
         assert message in one_error_line(invoke("evaluate", *scored, *outputs, *args))
     assert (utk_run / "report.json").read_bytes() == training_report and (utk_run / "model.keras").read_bytes() == model
-    assert notes.read_text() == "# my notes\n"
+    assert notes.read_text() == "# my notes\n" and Image.open(mine).size == (4, 4)
+    assert not (tmp_path / "mine.json").exists()
 
 
 def test_export_with_views_cards_them_and_measures_every_figure_with_them(utk_run, datasets, tmp_path):

@@ -158,8 +158,9 @@ def register(group: click.Group) -> None:
                   type=click.Path(),
                   help="One row per photo. An earlier evaluation's file is rewritten; any other file refused.")
     @click.option("--report", "report_json", default="report.json", show_default=True, type=click.Path(),
-                  help="The figures as JSON, plots beside it. An earlier evaluation's report is rewritten; any other "
-                       "file refused (a training run's report.json, for one).")
+                  help="The figures as JSON, plots beside it (NAME.error_by_age.png, NAME.tradeoff.png). An "
+                       "earlier evaluation's report and plots are rewritten; any other file refused (a training "
+                       "run's report.json, for one).")
     @click.option("--threshold-age", default=18.0, show_default=True, type=float)
     @click.option("--margin", "margin_years", default=None, type=float,
                   help="Margin over the threshold (default: the card's MAE).")

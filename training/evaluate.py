@@ -62,6 +62,15 @@ def group_figures(true_years, predicted, labels, names, threshold_age, margin_ye
     }
 
 
+PLOT_MARK_KEY, PLOT_MARK = "Source", "agecheck evaluate"  # a PNG text chunk: what tells our plots from others'
+
+
+def plot_paths(report_json: Path) -> dict[str, Path]:
+    """The plots `evaluate` writes beside its report, by what they show."""
+    return {"error by age": report_json.with_suffix(".error_by_age.png"),
+            "trade-off": report_json.with_suffix(".tradeoff.png")}
+
+
 def plot_error_by_age(true_years, predicted, out_png: Path, title: str) -> None:
     """Prediction against true age, and MAE per year of age."""
     import matplotlib
@@ -85,7 +94,7 @@ def plot_error_by_age(true_years, predicted, out_png: Path, title: str) -> None:
     for axis in (left, right):
         axis.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
+    fig.savefig(out_png, dpi=100, metadata={PLOT_MARK_KEY: PLOT_MARK})
     plt.close(fig)
 
 
@@ -114,7 +123,7 @@ def plot_tradeoff(true_years, predicted, threshold_age, marked: dict[str, float]
            title=f"ID-check trade-off as the margin over {threshold_age:g} grows")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
+    fig.savefig(out_png, dpi=100, metadata={PLOT_MARK_KEY: PLOT_MARK})
     plt.close(fig)
 
 
@@ -134,6 +143,20 @@ def write_predictions(path: Path, sources, file_names, true_years, predicted) ->
         writer.writerow(PREDICTIONS_HEADER)
         for row in zip(sources, file_names, true_years, predicted, strict=True):
             writer.writerow([row[0], row[1], f"{row[2]:g}", f"{row[3]:.4f}"])
+
+
+def _plot_wrote(path: Path, report_json: Path) -> bool:
+    """Whether the plot ``path`` is `evaluate`'s: it carries the mark, or (plots from before the mark)
+    the report beside it is an earlier evaluation's."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            if getattr(image, "text", {}).get(PLOT_MARK_KEY) == PLOT_MARK:
+                return True
+    except (OSError, UnidentifiedImageError):
+        return False
+    return report_json.is_file() and report_json.stat().st_size > 0 and _evaluate_wrote(report_json, "--report")
 
 
 def _evaluate_wrote(path: Path, option: str) -> bool:
@@ -156,16 +179,18 @@ def _evaluate_wrote(path: Path, option: str) -> bool:
 def check_outputs(model_path: Path, outputs: dict[str, Path]) -> None:
     """Refuse, before anything is scored, an output that would overwrite what `evaluate` did not write.
 
-    ``outputs`` maps each option (``--predictions``, ``--report``, ``--markdown``) to its path.
-    A training run's ``report.json`` (which ``agecheck export`` reads for the card), the model,
-    a folder or one output named twice are refused; a file an earlier evaluation wrote is
-    rewritten, as a rerun expects.
+    ``outputs`` maps each option (``--predictions``, ``--report``, ``--markdown``) to its path;
+    the report's plots (`plot_paths`) are checked with it. A training run's ``report.json``
+    (which ``agecheck export`` reads for the card), the model, a folder or one output named
+    twice are refused; a file an earlier evaluation wrote is rewritten, as a rerun expects.
 
     Raises:
         AgecheckError: naming the option, its path and why, with what was expected.
     """
+    report_json = outputs["--report"]
+    plots = {f"--report's {what} plot": path for what, path in plot_paths(report_json).items()}
     seen: dict[Path, str] = {}
-    for option, path in outputs.items():
+    for option, path in (outputs | plots).items():
         where = path.resolve()
         if path.is_dir():
             raise AgecheckError(f"{option} {path} is a folder; expected a file name")
@@ -174,7 +199,10 @@ def check_outputs(model_path: Path, outputs: dict[str, Path]) -> None:
         if where in seen:
             raise AgecheckError(f"{option} {path} is also {seen[where]}; expected a file name of its own")
         seen[where] = option
-        if path.exists() and not _evaluate_wrote(path, option):
+        if option in plots and path.exists() and not _plot_wrote(path, report_json):
+            raise AgecheckError(f"{option} {path} holds a file agecheck evaluate did not write and would be "
+                                f"lost; expected another --report name, or that plot moved away")
+        if option not in plots and path.exists() and not _evaluate_wrote(path, option):
             raise AgecheckError(f"{option} {path} holds a file agecheck evaluate did not write (a training "
                                 f"run's report, for one) and would be lost; expected a new file name or an "
                                 f"earlier evaluation's")
@@ -268,9 +296,10 @@ def evaluate(
     if (race >= 0).any():
         report["by_race"] = group_figures(true_years, predicted, race, RACES, threshold_age, margin)
     report_json.write_text(json.dumps(report, indent=2) + "\n")
-    plot_error_by_age(true_years, predicted, report_json.with_suffix(".error_by_age.png"), model_path.name)
+    plots = plot_paths(report_json)
+    plot_error_by_age(true_years, predicted, plots["error by age"], model_path.name)
     marked = {"card MAE": margin} | {f"{float(q):.1%} minors": m for q, m in margins.items() if m is not None}
-    plot_tradeoff(true_years, predicted, threshold_age, marked, report_json.with_suffix(".tradeoff.png"))
+    plot_tradeoff(true_years, predicted, threshold_age, marked, plots["trade-off"])
     if markdown_path is not None:
         outputs["--markdown"].write_text(markdown_report(report))
     return report
