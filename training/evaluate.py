@@ -146,8 +146,10 @@ def write_predictions(path: Path, sources, file_names, true_years, predicted) ->
 
 
 def _plot_wrote(path: Path, report_json: Path) -> bool:
-    """Whether the plot ``path`` is `evaluate`'s: it carries the mark, or (plots from before the mark)
-    the report beside it is an earlier evaluation's."""
+    """Whether the plot ``path`` is `evaluate`'s (`PLOT_MARK`), or older than the mark beside its own report.
+
+    A plot written before the mark is `evaluate`'s when the report beside it is an earlier evaluation's.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -156,10 +158,10 @@ def _plot_wrote(path: Path, report_json: Path) -> bool:
                 return True
     except (OSError, UnidentifiedImageError):
         return False
-    return report_json.is_file() and report_json.stat().st_size > 0 and _evaluate_wrote(report_json, "--report")
+    return report_json.is_file() and report_json.stat().st_size > 0 and evaluate_wrote(report_json, "--report")
 
 
-def _evaluate_wrote(path: Path, option: str) -> bool:
+def evaluate_wrote(path: Path, option: str) -> bool:
     """Whether ``path``, an output of ``option``, is empty or was written by `evaluate`: rewriting it loses nothing."""
     try:
         with open(path, encoding="utf-8", errors="replace") as file:
@@ -202,7 +204,7 @@ def check_outputs(model_path: Path, outputs: dict[str, Path]) -> None:
         if option in plots and path.exists() and not _plot_wrote(path, report_json):
             raise AgecheckError(f"{option} {path} holds a file agecheck evaluate did not write and would be "
                                 f"lost; expected another --report name, or that plot moved away")
-        if option not in plots and path.exists() and not _evaluate_wrote(path, option):
+        if option not in plots and path.exists() and not evaluate_wrote(path, option):
             raise AgecheckError(f"{option} {path} holds a file agecheck evaluate did not write (a training "
                                 f"run's report, for one) and would be lost; expected a new file name or an "
                                 f"earlier evaluation's")
