@@ -670,3 +670,50 @@ def test_border_fill_comes_first_and_needs_the_packs_record_of_the_photo():
     plain = config | {"augment": False}  # no augmentation, no fill: the trainer and its inputs agree
     assert build_training_model(plain, 1.25, 1e-3, 30.0)[1].input_shape == (None, 40, 40, 3)
     assert model_inputs(with_record, plain).shape == (2, 40, 40, 3)
+
+
+def test_mean_predictions_averages_models_photo_by_photo_and_refuses_other_photos(tmp_path):
+    """`bench/mean_predictions.py` (real subprocess): the mean of two models' files, and their errors' correlation."""
+    import csv
+    import subprocess
+    import sys
+
+    from edge_app.config import PROJECT_ROOT
+    from training.evaluate import write_predictions
+
+    rng = np.random.default_rng(3)
+    ages = np.r_[rng.integers(13, 18, 30), rng.integers(25, 60, 60)].astype(float)
+    names = [f"{i}.jpg" for i in range(len(ages))]
+    shared = rng.normal(0, 4, len(ages))  # an error both models make
+    files = []
+    for k in range(2):
+        files.append(tmp_path / f"model{k}.csv")
+        write_predictions(files[-1], ["utkface"] * len(ages), names, ages, ages + shared + rng.normal(0, 1, len(ages)))
+    script = [sys.executable, str(PROJECT_ROOT / "bench" / "mean_predictions.py")]
+    out = tmp_path / "mean.csv"
+    done = subprocess.run([*script, *map(str, files), "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with open(out) as file:
+        mean = {r["file_name"]: float(r["predicted_age"]) for r in csv.DictReader(file)}
+    estimates = []
+    for path in files:
+        with open(path) as file:
+            estimates.append({r["file_name"]: float(r["predicted_age"]) for r in csv.DictReader(file)})
+    assert all(mean[n] == pytest.approx((estimates[0][n] + estimates[1][n]) / 2, abs=1e-4) for n in names)
+    line = done.stdout.splitlines()[-1]
+    correlation = float(line.split("correlation ")[1].split()[0])
+    assert line.startswith("errors of files 1 and 2") and 0.8 < correlation < 1.0  # the shared error dominates
+
+    other = tmp_path / "other.csv"  # one photo fewer
+    write_predictions(other, ["utkface"] * (len(ages) - 1), names[1:], ages[1:], ages[1:])
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    for args, message in [
+        ([files[0], other, "--out", tmp_path / "x.csv"], "file 2 holds 0 photos file 1 lacks and lacks 1 of its"),
+        ([files[0], files[1], "--out", files[1]], "is one of the inputs; expected a new file name"),
+        ([files[0], files[1], "--out", notes], "holds a file that is not a predictions file and would be lost"),
+        ([files[0], "--out", tmp_path / "x.csv"], "1 predictions file given; expected 2 or more"),
+    ]:
+        refused = subprocess.run([*script, *map(str, args)], capture_output=True, text=True)
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and message in refused.stderr, refused.stderr
+    assert not (tmp_path / "x.csv").exists() and notes.read_text() == "mine\n"
