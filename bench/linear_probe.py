@@ -57,7 +57,7 @@ def pooled_features(run: Path, pack, config: dict) -> dict:
     keras.mixed_precision.set_global_policy("float32")
     keras.utils.set_random_seed(config["seed"])
     regressor, trainer = build_training_model(config, float(pack.meta["context"]), 1e-3, 0.0)
-    regressor.set_weights(load_regressor(run / "model.keras", config["image_size"]).get_weights())
+    regressor.set_weights(load_regressor(run / "model.keras").get_weights())
     view = keras.Model(trainer.input, trainer.get_layer("camera_augment").output)  # the trainer's crop
     pooled = keras.Model(regressor.input, regressor.get_layer("pool").output)
     inputs = model_inputs(pack, config)

@@ -363,11 +363,14 @@ def test_fine_tuning_starts_from_the_earlier_runs_weights(utk_run, datasets, tmp
     import keras
 
     run = tmp_path / "tuned"
-    # A rate of 1e-12 leaves the weights where they start: those of --init-model, not fresh ones.
-    ok(invoke("train", "--data", datasets["utkface"], "--out", run, "--val-fraction", "0.3", *TINY[:-2],
-              "--seed", "2", "--learning-rate", "1e-12", "--init-model", utk_run / "model.keras"))
+    # A rate of 1e-12 leaves the weights where they start: those of --init-model, not fresh ones,
+    # and at another input side too (ResNet50 and the pooling are fully convolutional).
+    ok(invoke("train", "--data", datasets["utkface"], "--out", run, "--val-fraction", "0.3", *TINY[:2],
+              "--image-size", "48", *TINY[4:-2], "--seed", "2", "--learning-rate", "1e-12",
+              "--init-model", utk_run / "model.keras"))
     config = json.loads((run / "train_config.json").read_text())
-    assert config["init_model"] == str(utk_run / "model.keras")
+    assert config["init_model"] == str(utk_run / "model.keras") and config["init_model_input_size"] == 32
+    assert keras.models.load_model(run / "model.keras", compile=False).input_shape == (None, 48, 48, 3)
     start = keras.models.load_model(utk_run / "model.keras", compile=False).trainable_weights
     tuned = keras.models.load_model(run / "model.keras", compile=False).trainable_weights
     assert len(tuned) == len(start) > 100
@@ -379,6 +382,7 @@ def test_fine_tuning_starts_from_the_earlier_runs_weights(utk_run, datasets, tmp
     ok(invoke("export", "--model", run / "model.keras", "--out", model, "--calibration-images", "16"))
     card = json.loads(model.with_suffix(".json").read_text())
     assert card["training"]["fine_tuned_from"] == f"{utk_run.name}/model.keras"  # no local path in a card
+    assert card["training"]["fine_tuned_from_input_size"] == 32 and card["input_size"] == 48
     # The same seed's fresh weights, those a run from scratch starts from, are elsewhere (the test can fail).
     from training.model import build_model
 
@@ -386,10 +390,13 @@ def test_fine_tuning_starts_from_the_earlier_runs_weights(utk_run, datasets, tmp
     fresh = build_model(32, "none", 1e-3, initial_age_years=30.0).trainable_weights
     assert largest_difference(fresh, start) > 1e-3
 
+    other = tmp_path / "other.keras"
+    keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)], name="sequential").save(other)
     for init, size, match in [(tmp_path / "none.keras", 32, "no such file; expected an earlier run's model.keras"),
                               (tmp_path / "none.tflite", 32, "no such file; expected an earlier run's model.keras or"),
                               (utk_run / "train_config.json", 32, "could not be loaded as a Keras model"),
-                              (utk_run / "model.keras", 48, "takes 32x32 px images, expected 48x48")]:
+                              (other, 32, "is a Keras model 'sequential' taking (8,); expected this project's "
+                                          "'resnet50_age_regressor' taking square RGB images")]:
         line = one_error_line(invoke("train", "--data", datasets["utkface"], "--out", tmp_path / "bad", *TINY[:2],
                                      "--image-size", size, *TINY[4:], "--init-model", init))
         assert match in line, line
@@ -854,7 +861,7 @@ def test_linear_probe_reads_the_runs_own_estimates_and_refits_its_head(utk_run, 
     size = json.loads((utk_run / "train_config.json").read_text())["image_size"]
     keras.mixed_precision.set_global_policy("float32")  # as the bench reads it (training may have left bfloat16)
     centre = CameraAugment(size, float(pack.meta["context"]), 1.0)(pack.images[val], training=False)
-    model = mirror_averaged(load_regressor(utk_run / "model.keras", size))
+    model = mirror_averaged(load_regressor(utk_run / "model.keras"))
     estimates = model.predict(keras.ops.convert_to_numpy(centre), verbose=0)[:, 0]
     row = result["rows"][2]
     assert (row["read_out"], row["scored_on"]) == ("the run's head", "validation photos")

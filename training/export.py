@@ -39,7 +39,8 @@ CARD_DEGRADATION = "camera"
 def _fine_tuned_from(run_config: dict) -> dict:
     """The card's note of a fine-tuned run's start: run folder and file name, no local path.
 
-    With the SHA-256 that the run recorded of an exported start (`training.train.train`).
+    With the SHA-256 that the run recorded of an exported start (`training.train.train`), and
+    the start's input side where it was not the run's.
     """
     if not run_config.get("init_model"):
         return {}
@@ -47,6 +48,8 @@ def _fine_tuned_from(run_config: dict) -> dict:
     note = {"fine_tuned_from": f"{path.parent.name}/{path.name}"}
     if "init_model_sha256" in run_config:
         note["fine_tuned_from_sha256"] = run_config["init_model_sha256"]
+    if "init_model_input_size" in run_config:  # a start trained at another input side
+        note["fine_tuned_from_input_size"] = run_config["init_model_input_size"]
     return note
 
 

@@ -145,8 +145,8 @@ def build_training_model(config: dict, context: float, lr, initial_age_years: fl
 
     size = config["image_size"]
     regressor = build_model(size, config["weights"], lr, initial_age_years=initial_age_years)
-    if config.get("init_model"):  # fine-tuning: the same architecture, an earlier run's weights
-        start = load_regressor(config["init_model"], size)
+    if config.get("init_model"):  # fine-tuning: the same architecture, an earlier run's weights (any input side)
+        start = load_regressor(config["init_model"])
         regressor.set_weights(start.get_weights())
         freeze_batch_norms(regressor, frozen_batch_norms(start))  # those folded by an export stay so
     stored = int(round(size * context))

@@ -61,34 +61,35 @@ def check_weights(weights: str, input_size: int) -> None:
         _backbone(max(input_size, 32), weights)
 
 
-def load_regressor(path: str | Path, input_size: int) -> keras.Model:
-    """An earlier run's regressor to fine-tune, checked against ``input_size``.
+REGRESSOR_NAME = "resnet50_age_regressor"
+
+
+def load_regressor(path: str | Path) -> keras.Model:
+    """An earlier run's regressor to fine-tune, at whatever input side it was trained.
 
     ``path`` is a run's ``model.keras`` or an exported ``.tflite`` (the float regressor is
     rebuilt from its int8 weights, batch normalisations folded and frozen:
     `training.from_tflite`), so that a shipped model whose run is gone can still be tuned.
+    ResNet50 and the global pooling are fully convolutional, so its weights also start a
+    fine-tune at another ``--image-size`` (its ``input_shape`` says which side it had).
 
     Raises:
-        AgecheckError: if the file is missing, is not a model of this project or takes
-            another input size.
+        AgecheckError: if the file is missing or is not a model of this project.
     """
     if not Path(path).is_file():
         raise AgecheckError(f"--init-model {path}: no such file; expected an earlier run's model.keras or a .tflite")
     if Path(path).suffix == ".tflite":
         from training.from_tflite import regressor_from_tflite
 
-        model = regressor_from_tflite(path)
-    else:
-        try:
-            model = keras.models.load_model(path, compile=False)
-        except Exception as error:  # Keras raises ValueError, OSError or zipfile errors here
-            raise AgecheckError(f"--init-model {path} could not be loaded as a Keras model: {error}") from None
-    side = model.input_shape[1]
-    if tuple(model.input_shape[1:]) != (input_size, input_size, 3):
-        raise AgecheckError(
-            f"--init-model {path} takes {side}x{side} px images, expected {input_size}x{input_size} "
-            "(--image-size must match the model it fine-tunes)"
-        )
+        return regressor_from_tflite(path)
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as error:  # Keras raises ValueError, OSError or zipfile errors here
+        raise AgecheckError(f"--init-model {path} could not be loaded as a Keras model: {error}") from None
+    shape = tuple(model.input_shape[1:])
+    if model.name != REGRESSOR_NAME or len(shape) != 3 or shape[0] != shape[1] or shape[2] != 3:
+        raise AgecheckError(f"--init-model {path} is a Keras model {model.name!r} taking {shape}; expected this "
+                            f"project's {REGRESSOR_NAME!r} taking square RGB images (a run's model.keras)")
     return model
 
 
@@ -127,7 +128,7 @@ def build_model(
         1, activation="relu", dtype="float32", name="age_years",
         bias_initializer=keras.initializers.Constant(initial_age_years),
     )(x)
-    model = keras.Model(inputs, outputs, name="resnet50_age_regressor")
+    model = keras.Model(inputs, outputs, name=REGRESSOR_NAME)
     compile_model(model, learning_rate)
     return model
 

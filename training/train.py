@@ -47,8 +47,8 @@ class TrainConfig:
         warmup_epochs: linear warm-up before a cosine decay to 0; 0 keeps the rate constant.
         weights: ``imagenet``, ``none`` or a ResNet50 notop weights file.
         init_model: an earlier run's regressor (its ``model.keras``, or an exported ``.tflite``:
-            `training.from_tflite`) to start from instead of ``weights`` (fine-tuning); its
-            input side must be ``image_size``. Empty: none.
+            `training.from_tflite`) to start from instead of ``weights`` (fine-tuning), at its
+            own input side or another ``image_size`` (the network is fully convolutional). Empty: none.
         val_fraction: validation share when the layout has no split of its own.
         seed: seeds the split, shuffling and initialisation.
         precision: ``auto`` (bfloat16 on a GPU or an AMX CPU: `training.fit.choose_precision`),
@@ -190,8 +190,8 @@ def make_pack(config: TrainConfig, cache_dir: Path) -> CropPack:
 
 # What a resumed run may say differently: where things are (another clone or machine spells
 # the paths its own way) and how long it runs (--epochs counts the epochs already done).
-RESUME_MAY_CHANGE = frozenset({"out_dir", "data_dirs", "init_model", "init_model_sha256", "epochs",
-                               "detector.model_path", "crop.view_margins"})
+RESUME_MAY_CHANGE = frozenset({"out_dir", "data_dirs", "init_model", "init_model_sha256", "init_model_input_size",
+                               "epochs", "detector.model_path", "crop.view_margins"})
 # What the crop pack was made with: once it exists, a new value would not reach the crops.
 PACK_SETTINGS = frozenset({"image_size", "context", "canvas", "val_fraction", "seed", "max_images"})
 OPTION_NAMES = {"crop.margin": "--crop-margin", "crop.align": "--align"}
@@ -289,7 +289,11 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     check_weights(config.weights, config.image_size)
     run_config = config.to_dict()
     if config.init_model:
-        load_regressor(config.init_model, config.image_size)
+        start_side = load_regressor(config.init_model).input_shape[1]
+        if start_side != config.image_size:  # the weights carry over; the faces they saw were another size
+            run_config["init_model_input_size"] = start_side
+            log.info("--init-model %s was trained at %d px: its weights start a fine-tune at %d px",
+                     config.init_model, start_side, config.image_size)
         if Path(config.init_model).suffix == ".tflite":
             # Recorded now, not at export: the name of an exported start (the shipped model's)
             # says nothing once the file is replaced, perhaps by this run's own export.
