@@ -96,6 +96,29 @@ def brightness(crops: np.ndarray) -> np.ndarray:
     return (middle @ np.array([0.299, 0.587, 0.114], np.float32)).mean(axis=(1, 2))
 
 
+class RecentWindow:
+    """The last ``window`` values of a run, read only once ``least`` of them were seen.
+
+    What `LightMeter` and `RefusalMeter` speak from: the recent past, not the whole run.
+    """
+
+    def __init__(self, window: int, least: int, least_name: str = "least") -> None:
+        if not 1 <= least <= window:
+            raise ValueError(f"{least_name} must be in [1, window={window}], got {least}")
+        self._values: deque[int] = deque(maxlen=window)
+        self.least = least
+
+    def extend(self, values: np.ndarray) -> None:
+        """Add one frame's values (the oldest leave the window)."""
+        self._values.extend(values.tolist())
+
+    def values(self) -> np.ndarray | None:
+        """(m,) the window's values, oldest first; None while fewer than ``least`` were seen."""
+        if len(self._values) < self.least:
+            return None
+        return np.fromiter(self._values, np.intp, len(self._values))
+
+
 class LightMeter:
     """How many age estimates are of faces in poor light: per frame, and the share of the last ``window``.
 
@@ -104,16 +127,13 @@ class LightMeter:
     """
 
     def __init__(self, window: int = 60, min_estimates: int = 20) -> None:
-        if not 1 <= min_estimates <= window:
-            raise ValueError(f"min_estimates must be in [1, window={window}], got {min_estimates}")
-        self._poor: deque[bool] = deque(maxlen=window)
-        self.min_estimates = min_estimates
+        self._poor = RecentWindow(window, min_estimates, "min_estimates")
 
     def add(self, crops: np.ndarray) -> tuple[int, int]:
         """Count this frame's estimated ``crops``: (too dark, too bright)."""
         level = brightness(crops)
         dark, bright = level < DARK_FACE_BRIGHTNESS, level > BRIGHT_FACE_BRIGHTNESS
-        self._poor.extend((dark | bright).tolist())
+        self._poor.extend(dark | bright)
         return int(dark.sum()), int(bright.sum())
 
     def notice(self) -> str | None:
@@ -122,9 +142,10 @@ class LightMeter:
         It speaks when `POOR_LIGHT_SHARE` or more of the recent estimates (``min_estimates`` at
         least) were of faces in poor light.
         """
-        if len(self._poor) < self.min_estimates:
+        poor = self._poor.values()
+        if poor is None:
             return None
-        share = sum(self._poor) / len(self._poor)
+        share = poor.mean()
         return f"poor light on {share:.0%} of recent faces" if share >= POOR_LIGHT_SHARE else None
 
 
@@ -171,25 +192,23 @@ class RefusalMeter:
     """
 
     def __init__(self, window: int = 900, min_sightings: int = 300) -> None:
-        if not 1 <= min_sightings <= window:
-            raise ValueError(f"min_sightings must be in [1, window={window}], got {min_sightings}")
-        self._codes: deque[int] = deque(maxlen=window)
-        self.min_sightings = min_sightings
+        self._codes = RecentWindow(window, min_sightings, "min_sightings")
 
     def add(self, faces: Faces) -> dict[str, int]:
         """Count this frame's ``faces`` (with ``refusal`` set by `gate`): refusals per reason."""
-        self._codes.extend(faces.refusal.tolist())
+        self._codes.extend(faces.refusal)
         return refusal_counts(faces)
 
     def notice(self) -> str | None:
         """``"N% of recent faces refused, mostly blurred"``; None under `REFUSED_SHARE` or with too few seen."""
-        if len(self._codes) < self.min_sightings:
+        codes = self._codes.values()
+        if codes is None:
             return None
-        refused = _per_reason(np.fromiter(self._codes, np.intp))
-        if refused.sum() < REFUSED_SHARE * len(self._codes):
+        refused = _per_reason(codes)
+        if refused.sum() < REFUSED_SHARE * len(codes):
             return None
         worst = REFUSALS[int(refused.argmax())].replace("_", " ")
-        return f"{refused.sum() / len(self._codes):.0%} of recent faces refused, mostly {worst}"
+        return f"{refused.sum() / len(codes):.0%} of recent faces refused, mostly {worst}"
 
 
 def refusal_warning(faces: int, refused: dict[str, int], config: QualityConfig,
