@@ -446,6 +446,25 @@ def test_an_exported_tflite_gives_back_its_float_weights_and_can_be_fine_tuned(u
     x = crops[:8].astype(np.float32)
     assert np.abs(np.asarray(recovered(x, training=True)) - np.asarray(recovered(x, training=False))).max() < 1e-3
 
+    # bench/input_sides.py (real subprocess): the same weights at other sides, scored as the card's crops are
+    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "input_sides.py"), "--model", str(exported),
+                           "--sides", "32", "48", "--out", str(tmp_path / "sides")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    at_32, at_48 = (keras.models.load_model(tmp_path / "sides" / f"s{n}" / "model.keras", compile=False)
+                    for n in (32, 48))
+    assert np.abs(predict_keras(at_32, crops) - after).max() < 1e-4 and at_48.input_shape == (None, 48, 48, 3)
+    assert all(np.array_equal(a, b) for a, b in zip(at_48.get_weights(), recovered.get_weights(), strict=True))
+    card = json.loads(exported.with_suffix(".json").read_text())
+    scored = ok(invoke("evaluate", "--model", tmp_path / "sides" / "s48" / "model.keras", "--data", datasets["utkface"],
+                       "--split", "val", "--margin", "5", "--max-images", "8", "--predictions", tmp_path / "s48.csv",
+                       "--report", tmp_path / "s48.json"))
+    assert json.loads((tmp_path / "s48.json").read_text())["scored"] == 8, scored.output
+    assert json.loads((tmp_path / "sides" / "s48" / "train_config.json").read_text())["crop"] == card["crop"]
+    small = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "input_sides.py"), "--model", str(exported),
+                            "--sides", "16", "--out", str(tmp_path / "small")], capture_output=True, text=True)
+    assert small.returncode == 2 and "expected input sides of 32 px or more" in small.stderr
+    assert not (tmp_path / "small").exists()
+
     run = tmp_path / "tuned"
     ok(invoke("train", "--data", datasets["utkface"], "--out", run, "--val-fraction", "0.3", *TINY[:-2],
               "--seed", "2", "--learning-rate", "1e-12", "--init-model", exported))
