@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if min(args.sides) < 32:
             raise ValueError(f"--sides {min(args.sides)}: expected input sides of 32 px or more (ResNet50)")
+        if args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"--out {args.out} is a file; expected a folder for one sNN/ per side")
         card = ModelCard.load(args.model)
         from training.from_tflite import regressor_from_tflite
         from training.model import build_model

@@ -42,7 +42,8 @@ def register(group: click.Group) -> None:
     @click.option("--init-model", default="", type=click.Path(),
                   help="Start from this regressor (an earlier run's model.keras, or an exported .tflite: "
                        "its int8 weights dequantised) instead of --weights: fine-tune it, at its own input "
-                       "side or another --image-size (the weights carry over).")
+                       "side or another --image-size (the weights carry over, but read far worse at a side they "
+                       "were not trained at: docs/MODEL.md).")
     @click.option("--image-size", default=64, show_default=True, type=int)
     @click.option("--epochs", default=40, show_default=True, type=int)
     @click.option("--batch-size", default=64, show_default=True, type=int)

@@ -292,7 +292,8 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
         start_side = load_regressor(config.init_model).input_shape[1]
         if start_side != config.image_size:  # the weights carry over; the faces they saw were another size
             run_config["init_model_input_size"] = start_side
-            log.info("--init-model %s was trained at %d px: its weights start a fine-tune at %d px",
+            log.info("--init-model %s was trained at %d px: its weights start a fine-tune at %d px, where "
+                     "they read far worse until retrained (docs/MODEL.md, 'The shipped model fine-tuned at 96 px')",
                      config.init_model, start_side, config.image_size)
         if Path(config.init_model).suffix == ".tflite":
             # Recorded now, not at export: the name of an exported start (the shipped model's)
