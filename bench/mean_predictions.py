@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.compare_models import read_predictions  # noqa: E402
 from training.evaluate import evaluate_wrote, write_predictions  # noqa: E402
+from training.metrics import teens_and_adults  # noqa: E402
 
 
 def mean_predictions(files: list[dict]) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray]:
@@ -46,7 +47,7 @@ def mean_predictions(files: list[dict]) -> tuple[list[tuple[str, str]], np.ndarr
 
 def error_correlations(true: np.ndarray, estimates: np.ndarray) -> list[dict]:
     """Per pair of models: the correlation of their errors, over all photos and over the 13–17s."""
-    teens = (true >= 13) & (true < 18)
+    teens, _ = teens_and_adults(true)
     rows = []
     for a, b in combinations(range(len(estimates)), 2):
         errors = estimates[[a, b]] - true

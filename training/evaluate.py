@@ -201,10 +201,13 @@ def check_outputs(model_path: Path, outputs: dict[str, Path]) -> None:
         if where in seen:
             raise AgecheckError(f"{option} {path} is also {seen[where]}; expected a file name of its own")
         seen[where] = option
-        if option in plots and path.exists() and not _plot_wrote(path, report_json):
-            raise AgecheckError(f"{option} {path} holds a file agecheck evaluate did not write and would be "
-                                f"lost; expected another --report name, or that plot moved away")
-        if option not in plots and path.exists() and not evaluate_wrote(path, option):
+        if not path.exists():
+            continue
+        if option in plots:
+            if not _plot_wrote(path, report_json):
+                raise AgecheckError(f"{option} {path} holds a file agecheck evaluate did not write and would be "
+                                    f"lost; expected another --report name, or that plot moved away")
+        elif not evaluate_wrote(path, option):
             raise AgecheckError(f"{option} {path} holds a file agecheck evaluate did not write (a training "
                                 f"run's report, for one) and would be lost; expected a new file name or an "
                                 f"earlier evaluation's")
