@@ -364,7 +364,7 @@ def measure(args: argparse.Namespace) -> None:
     for c in customers:
         c.update(seen=False, flagged=False, reason=None, decided_s=None, estimate=None, lowest=None)
     for e in events:
-        k = owner.get(e["track_id"])
+        k = owner.get(e.get("track_id"))  # None for the till's conditions (poor light), which have no track
         if k is None:
             continue
         c = customers[k]

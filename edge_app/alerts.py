@@ -19,10 +19,10 @@ class EventSink(Protocol):
 
 
 class LogSink:
-    """Alerts and track ends as log lines (journald keeps them on a kiosk)."""
+    """Alerts, track ends and the till's conditions as log lines (journald keeps them on a kiosk)."""
 
     def send(self, record: dict) -> None:  # noqa: D102
-        if record["type"] in ("alert", "acknowledged", "track_end"):
+        if record["type"] in ("alert", "acknowledged", "track_end", "condition_began", "condition_ended"):
             log.info("%s", json.dumps(record, sort_keys=True))
 
 

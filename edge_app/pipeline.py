@@ -9,7 +9,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from edge_app import quality
 from edge_app.age_model import AgeRegressor
 from edge_app.alerts import EventSink, JsonlSink, LogSink, event_record
 from edge_app.capture import VideoSource
+from edge_app.conditions import FACES_REFUSED, POOR_LIGHT, ConditionEvent, ConditionLog
 from edge_app.config import AppConfig
 from edge_app.detect import FaceDetector
 from edge_app.errors import AgecheckError
@@ -91,6 +92,8 @@ class Summary:
     faces_refused_by_reason: dict = field(default_factory=lambda: dict.fromkeys(REFUSALS, 0))
     age_estimates_too_dark: int = 0  # estimates of faces in light where the model errs more (`quality.LightMeter`)
     age_estimates_too_bright: int = 0
+    # how long each of the till's conditions (`conditions.ConditionLog`) was on, in seconds of the source
+    condition_seconds: dict = field(default_factory=lambda: {POOR_LIGHT: 0.0, FACES_REFUSED: 0.0})
     video_fps: float = 0.0
     processing_fps: float = 0.0
     duration_s: float = 0.0
@@ -206,7 +209,7 @@ class EventRouter:
         self.sinks, self.summary, self.live = sinks, summary, live
         self._track_start_ms: dict[int, int] = {}
 
-    def send(self, events: list[Event]) -> int:
+    def send(self, events: Sequence[Event | ConditionEvent]) -> int:
         """Deliver events; returns how many were alerts."""
         alerts = 0
         for event in events:
@@ -299,7 +302,7 @@ def run(
                           margin_years=round(margin_years, 2), model=Path(config.age_model.model_path).name)
         events = EventRouter(all_sinks, summary, source.live)
         started, last_ms, recent = time.monotonic(), 0, RecentRate()
-        light, refusals = quality.LightMeter(), quality.RefusalMeter()
+        light, refusals, conditions = quality.LightMeter(), quality.RefusalMeter(), ConditionLog()
         log.info("running on %s: threshold %g + margin %.2f years", config.source.source, threshold_age, margin_years)
         tradeoff = tradeoff_summary(age_model.card, threshold_age, margin_years)
         if tradeoff:
@@ -327,7 +330,9 @@ def run(
                 for reason, count in refused.items():
                     summary.faces_refused_by_reason[reason] += count
                 dark, bright = light.add(views[:, 0])
-                notice = "; ".join(filter(None, (refusals.notice(), light.notice()))) or None
+                notices = {FACES_REFUSED: refusals.notice(), POOR_LIGHT: light.notice()}
+                events.send(conditions.update(notices, frame.timestamp_ms))
+                notice = "; ".join(filter(None, notices.values())) or None
                 summary.age_estimates_too_dark += dark
                 summary.age_estimates_too_bright += bright
                 summary.processing_fps = summary.frames / max(time.monotonic() - started, 1e-9)
@@ -353,7 +358,8 @@ def run(
                     summary.reload_requested = True
                     break
         finally:
-            events.send(policy.finish(last_ms))
+            events.send([*policy.finish(last_ms), *conditions.finish(last_ms)])
+            summary.condition_seconds = dict(conditions.seconds)
     # After the with block: the video writer has flushed, and that time counts too.
     summary.duration_s = round(time.monotonic() - started, 2)
     summary.processing_fps = round(summary.frames / max(summary.duration_s, 1e-9), 2)

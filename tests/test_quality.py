@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_app.conditions import CONDITION_BEGAN, CONDITION_ENDED, FACES_REFUSED, POOR_LIGHT, ConditionLog
 from edge_app.config import QualityConfig
 from edge_app.crop import crop_faces
 from edge_app.faces import NOT_REFUSED, REFUSALS
@@ -243,3 +244,39 @@ def test_poor_light_is_counted_and_the_operator_told_past_a_share():
     assert "30% of age estimates were of faces too bright" in line and "dark" not in line
     both = light_warning(100, 15, 10)
     assert "15% of age estimates were of faces too dark" in both and "10%" in both and "bright" in both
+
+
+def test_condition_log_writes_a_beginning_and_an_end_not_an_event_per_frame():
+    log = ConditionLog(quiet_ms=1000)
+    light = ["poor light on 20% of recent faces", "poor light on 25% of recent faces"]
+    assert log.update({POOR_LIGHT: None, FACES_REFUSED: None}, 0) == []
+    began = log.update({POOR_LIGHT: light[0], FACES_REFUSED: None}, 100)
+    assert [(e.type, e.condition, e.timestamp_ms, e.notice, e.duration_s) for e in began] == [
+        (CONDITION_BEGAN, POOR_LIGHT, 100, light[0], None)]
+    # the share hovers at its limit: silent 900 ms, then speaking again, is the same condition
+    assert log.update({POOR_LIGHT: None}, 200) == log.update({POOR_LIGHT: None}, 1099) == []
+    assert log.update({POOR_LIGHT: light[1]}, 1100) == []
+    assert log.update({POOR_LIGHT: None}, 2000) == []
+    ended = log.update({POOR_LIGHT: None}, 2100)  # 1000 ms silent since its last notice
+    assert [(e.type, e.condition, e.timestamp_ms, e.notice, e.duration_s) for e in ended] == [
+        (CONDITION_ENDED, POOR_LIGHT, 2100, light[1], 1.0)]
+    assert log.update({POOR_LIGHT: None}, 5000) == []  # ended once
+    assert log.seconds == {POOR_LIGHT: 1.0, FACES_REFUSED: 0.0}
+
+    # each condition on its own; the run's end ends those still on, the later notice as said last
+    refused = "60% of recent faces refused, mostly blurred"
+    assert [e.condition for e in log.update({POOR_LIGHT: light[0], FACES_REFUSED: refused}, 6000)] == [
+        POOR_LIGHT, FACES_REFUSED]
+    ended = log.update({POOR_LIGHT: None, FACES_REFUSED: refused}, 7500)  # one frame of poor light: 0 s
+    assert [(e.type, e.condition, e.timestamp_ms, e.duration_s) for e in ended] == [
+        (CONDITION_ENDED, POOR_LIGHT, 7500, 0.0)]
+    finished = log.finish(8000)
+    assert [(e.type, e.condition, e.timestamp_ms, e.duration_s) for e in finished] == [
+        (CONDITION_ENDED, FACES_REFUSED, 8000, 1.5)]
+    assert log.finish(9000) == []
+    assert log.seconds == {POOR_LIGHT: 1.0, FACES_REFUSED: 1.5}
+    record = finished[0].to_dict(18, 6.789)
+    assert record == {"type": "condition_ended", "condition": "faces_refused", "notice": refused,
+                      "duration_s": 1.5, "threshold_age": 18, "margin_years": 6.79}
+    with pytest.raises(ValueError, match="quiet_ms must be >= 0, got -1"):
+        ConditionLog(quiet_ms=-1)

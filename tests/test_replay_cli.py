@@ -107,6 +107,8 @@ def test_replay_writes_consistent_video_events_and_summary(tmp_path):
     assert "quality gate refused" not in result.output
     assert summary["age_estimates_too_dark"] == summary["age_estimates_too_bright"] == 0  # the clip's light is fine
     by_type = {t: [e for e in events if e["type"] == t] for t in ("track_start", "alert", "track_end")}
+    assert {e["type"] for e in events} == set(by_type)  # no condition of the till began: light and faces are fine
+    assert summary["condition_seconds"] == {"poor_light": 0.0, "faces_refused": 0.0}
     assert len(by_type["track_start"]) == len(by_type["track_end"]) == summary["tracks"]
     # The brightness model gives everybody an "age" under 60: each customer is flagged once.
     assert len(by_type["alert"]) == summary["alerts"] == 3
@@ -319,14 +321,27 @@ def test_truncated_file_ends_cleanly_with_a_summary(tmp_path, brightness_tflite,
 
 def test_a_till_in_glare_is_counted_and_the_operator_warned(tmp_path, brightness_tflite, glare_clip):
     """Real detector on the clip's frames under a window's glare: the faces are estimated, counted, reported."""
-    summary = tmp_path / "s.json"
-    result = replay([str(glare_clip), "--summary", str(summary)], brightness_tflite)
+    summary, events = tmp_path / "s.json", tmp_path / "e.jsonl"
+    result = replay([str(glare_clip), "--summary", str(summary), "--events", str(events)], brightness_tflite)
     assert result.exit_code == 0, result.output
     run = json.loads(summary.read_text())
     assert run["age_estimates"] > 10 and run["age_estimates_too_dark"] == 0
     assert run["age_estimates_too_bright"] >= run["age_estimates"] / 2
     warning = [line for line in result.output.splitlines() if "poor light at the till" in line]
     assert len(warning) == 1 and "of faces too bright" in warning[0]
+    # The day's events say when the light was poor: it began once enough faces were seen, and
+    # the clip ended (3.3 s) before the meter had been silent long enough to end it.
+    records = read_events(events)
+    conditions = [e for e in records if e["type"].startswith("condition_")]
+    assert [(e["type"], e["condition"]) for e in conditions] == [
+        ("condition_began", "poor_light"), ("condition_ended", "poor_light")]
+    began, ended = conditions
+    assert began["notice"].startswith("poor light on") and began["duration_s"] is None
+    assert 0 < began["video_time_s"] < ended["video_time_s"] == max(e["video_time_s"] for e in records)
+    assert 0 < ended["duration_s"] <= ended["video_time_s"] - began["video_time_s"]
+    assert run["condition_seconds"] == {"poor_light": ended["duration_s"], "faces_refused": 0.0}
+    logged = [line for line in result.output.splitlines() if '"condition_began"' in line]
+    assert len(logged) == 1 and '"poor_light"' in logged[0]  # the kiosk's journal has it too
 
 
 def test_run_loops_a_file_until_sigterm(tmp_path, brightness_tflite):

@@ -151,9 +151,15 @@ def status_until(model, notify_socket, text, *args):
 def test_the_gates_refusals_reach_the_status_line_and_the_metrics(tmp_path, brightness_tflite, notify_socket):
     config = tmp_path / "config.toml"
     config.write_text("[quality]\nmin_eye_distance_px = 500\n")  # every face too small
+    events = tmp_path / "events.jsonl"
     statuses, values = status_until(brightness_tflite, notify_socket, "of recent faces refused",
-                                    "--config", str(config))
+                                    "--config", str(config), "--events", str(events))
     assert any("100% of recent faces refused, mostly too small" in m for m in statuses), statuses
+    # the events file says when the camera began refusing faces, and that it did until the service stopped
+    conditions = [(r["type"], r["condition"], r["notice"]) for r in map(json.loads, events.read_text().splitlines())
+                  if r["type"].startswith("condition_")]
+    refused = "100% of recent faces refused, mostly too small"
+    assert conditions == [("condition_began", "faces_refused", refused), ("condition_ended", "faces_refused", refused)]
     assert values['agecheck_faces_refused_total{reason="too_small"}'] == values["agecheck_faces_total"] > 5
     assert values['agecheck_faces_refused_total{reason="turned"}'] == 0
     assert values['agecheck_faces_refused_total{reason="blurred"}'] == 0
