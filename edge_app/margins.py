@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from edge_app.conditions import CONDITION_ENDED
 from edge_app.errors import AgecheckError
 from edge_app.model_card import ModelCard, tradeoff_columns
 from edge_app.policy import REASON_AGE, TRACK_END
@@ -50,11 +51,14 @@ class TillCustomers:
         reason: (n,) why each track was flagged as recorded (``age``, ``face_unclear``,
             ``uncertain``), ``""`` for one never flagged.
         limits_years: the limits (threshold + margin) the events were recorded under.
+        conditions: per condition of the till that ended in the events (`conditions`:
+            ``poor_light``, ``faces_refused``), (how many times, seconds in all).
     """
 
     asked_below_years: np.ndarray
     reason: np.ndarray
     limits_years: tuple[float, ...]
+    conditions: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.asked_below_years)
@@ -64,13 +68,23 @@ class TillCustomers:
         return self.asked_below_years < limit_years
 
     def summary(self) -> str:
-        """One line: how many customers, at which limits, how many asked and why, how many never estimated."""
+        """One line: how many customers, at which limits, how many asked and why, how many never estimated.
+
+        With the till's conditions after it where any began: the customers' figures came
+        partly in poor light or with a camera that refused most faces.
+        """
         asked = self.reason != ""
         why = ", ".join(f"{int((self.reason == r).sum())} {r}" for r in dict.fromkeys(self.reason[asked].tolist()))
         never = int((self.asked_below_years == math.inf).sum())
+        conditions = "".join(f"; {name.replace('_', ' ')} {times} time{'s' * (times != 1)}, {_duration(seconds)} in all"
+                             for name, (times, seconds) in sorted(self.conditions.items()))
         return (f"{len(self)} customers (tracks), recorded at estimate below "
                 f"{' / '.join(f'{limit:g}' for limit in self.limits_years)}: {int(asked.sum())} asked for ID"
-                f"{f' ({why})' if why else ''}, {never} never estimated")
+                f"{f' ({why})' if why else ''}, {never} never estimated{conditions}")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
 
 
 def read_till_events(paths: Iterable[str | Path]) -> TillCustomers:
@@ -80,7 +94,7 @@ def read_till_events(paths: Iterable[str | Path]) -> TillCustomers:
         AgecheckError: a file missing or not JSON lines, events written before they carried
             ``lowest_estimated_age``, or no customer at all.
     """
-    below, reasons, limits = [], [], set()
+    below, reasons, limits, conditions = [], [], set(), {}
     names = []
     for path in map(Path, paths):
         names.append(path.name)
@@ -94,6 +108,14 @@ def read_till_events(paths: Iterable[str | Path]) -> TillCustomers:
                     record = None
                 if not isinstance(record, dict) or "type" not in record:
                     raise AgecheckError(f"{path}:{number}: not an event; expected one JSON event per line")
+                if record["type"] == CONDITION_ENDED:
+                    try:
+                        condition, seconds = str(record["condition"]), float(record["duration_s"])
+                    except (KeyError, TypeError, ValueError):
+                        raise AgecheckError(f"{path}:{number}: a condition_ended without condition and numeric "
+                                            "duration_s; expected agecheck's events") from None
+                    times, total = conditions.get(condition, (0, 0.0))
+                    conditions[condition] = (times + 1, total + seconds)
                 if record["type"] != TRACK_END:
                     continue
                 if "lowest_estimated_age" not in record:
@@ -110,7 +132,7 @@ def read_till_events(paths: Iterable[str | Path]) -> TillCustomers:
     if not below:
         raise AgecheckError(f"no customer in {', '.join(names)} (no track_end event); expected the events of a "
                             "run in which customers came and went")
-    return TillCustomers(np.array(below, np.float64), np.array(reasons), tuple(sorted(limits)))
+    return TillCustomers(np.array(below, np.float64), np.array(reasons), tuple(sorted(limits)), conditions)
 
 
 def margin_lines(customers: TillCustomers, threshold_age: float, margin_years: float, card: ModelCard | None = None,

@@ -202,11 +202,14 @@ def test_margins_refuses_what_is_not_a_tills_events_with_one_line(tmp_path):
                      '"margin_years": 5}\n')
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"type": "track_start", "track_id": 1, "threshold_age": 18, "margin_years": 5}\n')
+    endless = tmp_path / "endless.jsonl"
+    endless.write_text('{"type": "condition_ended", "condition": "poor_light", "duration_s": null}\n')
     for path, expected in [(tmp_path / "none.jsonl", "none.jsonl: no such file; expected an events file"),
                            (old, "old.jsonl:2: a track_end without lowest_estimated_age; expected events written"),
                            (garbled, "garbled.jsonl:2: not an event; expected one JSON event per line"),
                            (wordy, "wordy.jsonl:1: a track_end without numeric lowest_estimated_age"),
-                           (empty, "no customer in empty.jsonl (no track_end event)")]:
+                           (empty, "no customer in empty.jsonl (no track_end event)"),
+                           (endless, "endless.jsonl:1: a condition_ended without condition and numeric duration_s")]:
         result = CliRunner().invoke(main, ["margins", str(path)])
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
@@ -342,6 +345,10 @@ def test_a_till_in_glare_is_counted_and_the_operator_warned(tmp_path, brightness
     assert run["condition_seconds"] == {"poor_light": ended["duration_s"], "faces_refused": 0.0}
     logged = [line for line in result.output.splitlines() if '"condition_began"' in line]
     assert len(logged) == 1 and '"poor_light"' in logged[0]  # the kiosk's journal has it too
+    # `agecheck margins` says the day's figures came partly in poor light
+    shown = CliRunner().invoke(main, ["margins", str(events), str(events), "--model", str(brightness_tflite)])
+    assert shown.exit_code == 0, shown.output
+    assert f"; poor light 2 times, {2 * ended['duration_s']:.0f} s in all" in shown.output.splitlines()[0]
 
 
 def test_run_loops_a_file_until_sigterm(tmp_path, brightness_tflite):
