@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 POOR_LIGHT, FACES_REFUSED = "poor_light", "faces_refused"
+CONDITIONS = (POOR_LIGHT, FACES_REFUSED)
 """The conditions: `quality.LightMeter`'s notice and `quality.RefusalMeter`'s."""
 
 CONDITION_BEGAN, CONDITION_ENDED = "condition_began", "condition_ended"
@@ -67,7 +68,7 @@ class ConditionLog:
         self.quiet_ms = quiet_ms
         self._began_ms: dict[str, int] = {}
         self._last: dict[str, tuple[int, str]] = {}  # condition -> (time, notice) it last spoke
-        self.seconds: dict[str, float] = {POOR_LIGHT: 0.0, FACES_REFUSED: 0.0}
+        self.seconds: dict[str, float] = dict.fromkeys(CONDITIONS, 0.0)
         """Per condition, how long its meter spoke over the conditions that ended."""
 
     def update(self, notices: Mapping[str, str | None], timestamp_ms: int) -> list[ConditionEvent]:
@@ -82,6 +83,11 @@ class ConditionLog:
             elif condition in self._began_ms and timestamp_ms - self._last[condition][0] >= self.quiet_ms:
                 events.append(self._end(condition, timestamp_ms))
         return events
+
+    @property
+    def active(self) -> frozenset[str]:
+        """The conditions on now: begun and not yet ended."""
+        return frozenset(self._began_ms)
 
     def finish(self, timestamp_ms: int) -> list[ConditionEvent]:
         """The end of every condition still on: the run is over."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edge_app.conditions import CONDITIONS
 from edge_app.errors import AgecheckError
 from edge_app.faces import REFUSALS
 
@@ -35,6 +36,11 @@ class Metrics:
             ["reason"], registry=self.registry)
         for reason in REFUSALS:
             self.refused.labels(reason)
+        self.condition = Gauge(
+            "agecheck_till_condition", "1 while a condition of the till is on, as the events' condition_began and "
+            "condition_ended say (edge_app.conditions)", ["condition"], registry=self.registry)
+        for condition in CONDITIONS:
+            self.condition.labels(condition)
         self.fps = Gauge("agecheck_fps", "Frames processed per second, over the last 10 s", registry=self.registry)
         self.age_latency = Histogram(
             "agecheck_age_inference_seconds", "Age model time per batched inference call", registry=self.registry,

@@ -19,7 +19,7 @@ from edge_app import quality
 from edge_app.age_model import AgeRegressor
 from edge_app.alerts import EventSink, JsonlSink, LogSink, event_record
 from edge_app.capture import VideoSource
-from edge_app.conditions import FACES_REFUSED, POOR_LIGHT, ConditionEvent, ConditionLog
+from edge_app.conditions import CONDITIONS, FACES_REFUSED, POOR_LIGHT, ConditionEvent, ConditionLog
 from edge_app.config import AppConfig
 from edge_app.detect import FaceDetector
 from edge_app.errors import AgecheckError
@@ -54,6 +54,7 @@ class FrameStats:
     too_dark: int  # estimates of faces in poor light (`quality.LightMeter`)
     too_bright: int
     notice: str | None  # `quality.LightMeter`'s and `quality.RefusalMeter`'s notices, when either speaks
+    conditions: frozenset[str]  # the till's conditions on now (`conditions.ConditionLog.active`)
     age_seconds: float
     frame_seconds: float
     recent_fps: float
@@ -93,7 +94,7 @@ class Summary:
     age_estimates_too_dark: int = 0  # estimates of faces in light where the model errs more (`quality.LightMeter`)
     age_estimates_too_bright: int = 0
     # how long each of the till's conditions (`conditions.ConditionLog`) was on, in seconds of the source
-    condition_seconds: dict = field(default_factory=lambda: {POOR_LIGHT: 0.0, FACES_REFUSED: 0.0})
+    condition_seconds: dict = field(default_factory=lambda: dict.fromkeys(CONDITIONS, 0.0))
     video_fps: float = 0.0
     processing_fps: float = 0.0
     duration_s: float = 0.0
@@ -350,8 +351,8 @@ def run(
                         events.send(policy.acknowledge(frame.timestamp_ms))
                 if hooks.on_frame is not None:
                     hooks.on_frame(summary, FrameStats(len(faces), len(views), new_alerts, refused, dark, bright,
-                                                       notice, age_seconds, time.monotonic() - frame_started,
-                                                       recent_fps))
+                                                       notice, conditions.active, age_seconds,
+                                                       time.monotonic() - frame_started, recent_fps))
                 if hooks.should_stop():
                     break
                 if hooks.should_reload():

@@ -105,6 +105,7 @@ def run_service(load_config: Callable[[], object], events_path=None, metrics_por
     import threading
     from pathlib import Path
 
+    from edge_app.conditions import CONDITIONS
     from edge_app.errors import AgecheckError
     from edge_app.pipeline import Hooks, Outputs
     from edge_app.pipeline import run as run_pipeline
@@ -143,8 +144,7 @@ def run_service(load_config: Callable[[], object], events_path=None, metrics_por
                  f"{summary.alerts} alerts"
         if stats.notice:
             status += f", {stats.notice}"
-        notifier.frame_done(status)
-        if metrics is not None:
+        if metrics is not None:  # before the STATUS line: a scrape after it sees this frame
             metrics.frames.inc()
             metrics.faces.inc(stats.faces)
             metrics.alerts.inc(stats.new_alerts)
@@ -155,9 +155,12 @@ def run_service(load_config: Callable[[], object], events_path=None, metrics_por
             metrics.reconnects.inc(summary.camera_reconnects - reconnects_seen[0])
             reconnects_seen[0] = summary.camera_reconnects
             metrics.fps.set(stats.recent_fps)
+            for condition in CONDITIONS:
+                metrics.condition.labels(condition).set(condition in stats.conditions)
             metrics.frame_latency.observe(stats.frame_seconds)
             if stats.estimates:
                 metrics.age_latency.observe(stats.age_seconds)
+        notifier.frame_done(status)
 
     hooks = Hooks(
         on_frame=on_frame,

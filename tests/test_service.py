@@ -132,6 +132,8 @@ def test_metrics_endpoint_is_scraped_over_loopback(brightness_tflite):
     assert values['agecheck_age_estimates_poor_light_total{light="dark"}'] == 0
     assert values['agecheck_age_estimates_poor_light_total{light="bright"}'] == 0
     assert values['agecheck_faces_refused_total{reason="too_small"}'] == 0
+    assert values['agecheck_till_condition{condition="poor_light"}'] == 0
+    assert values['agecheck_till_condition{condition="faces_refused"}'] == 0
 
 
 def status_until(model, notify_socket, text, *args):
@@ -163,6 +165,8 @@ def test_the_gates_refusals_reach_the_status_line_and_the_metrics(tmp_path, brig
     assert values['agecheck_faces_refused_total{reason="too_small"}'] == values["agecheck_faces_total"] > 5
     assert values['agecheck_faces_refused_total{reason="turned"}'] == 0
     assert values['agecheck_faces_refused_total{reason="blurred"}'] == 0
+    assert values['agecheck_till_condition{condition="faces_refused"}'] == 1  # for an alert on a fleet of tills
+    assert values['agecheck_till_condition{condition="poor_light"}'] == 0
 
 
 def test_poor_light_reaches_the_status_line_and_the_metrics(brightness_tflite, glare_clip, notify_socket):
@@ -170,6 +174,7 @@ def test_poor_light_reaches_the_status_line_and_the_metrics(brightness_tflite, g
     assert any("poor light on" in m and "of recent faces" in m for m in statuses), statuses
     assert values['agecheck_age_estimates_poor_light_total{light="bright"}'] > 0
     assert values['agecheck_age_estimates_poor_light_total{light="dark"}'] == 0
+    assert values['agecheck_till_condition{condition="poor_light"}'] == 1
 
 
 def test_sighup_reloads_a_good_config_and_refuses_a_bad_one(tmp_path, brightness_tflite):
