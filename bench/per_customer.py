@@ -269,8 +269,9 @@ def write_customers(path: Path, customers: list[dict]) -> None:
                              "" if c["lowest"] is None else c["lowest"]])
 
 
-def main() -> None:
-    parser = photo_bench_parser(__doc__, per_source=100)
+def till_parser(doc: str):
+    """The arguments of a synthetic till (this bench's and `bench/aggregation.py`'s)."""
+    parser = photo_bench_parser(doc, per_source=100)
     parser.add_argument("--degrade", default="camera")
     parser.add_argument("--seconds", type=float, default=1.5)
     parser.add_argument("--gap-s", type=float, default=1.2)
@@ -283,18 +284,34 @@ def main() -> None:
                         help="[detector] min_detection_confidence for the replay (default: the app's)")
     parser.add_argument("--sensor-noise", type=float, default=0.0,
                         help="sigma of Gaussian noise added to every frame, as a camera at high gain in a dim shop")
-    parser.add_argument("--margin-years", type=float, default=None,
-                        help="the gate's margin for the replay (default: the model card's MAE)")
-    parser.add_argument("--customers", default=None, help="write each customer's outcome here (CSV)")
     parser.add_argument("--all-aged", type=float, nargs=2, metavar=("FROM", "BELOW"), default=None,
                         help="every validation photo aged FROM to under BELOW joins the drawn ones "
                              "(13 18: every 13-17-year-old)")
+    return parser
+
+
+def main() -> None:
+    parser = till_parser(__doc__)
+    parser.add_argument("--margin-years", type=float, default=None,
+                        help="the gate's margin for the replay (default: the model card's MAE)")
+    parser.add_argument("--customers", default=None, help="write each customer's outcome here (CSV)")
     run_bench(measure, parser.parse_args())
 
 
-def measure(args: argparse.Namespace) -> None:
-    """Everything after the arguments: photos, estimates, the printed and written tables."""
-    card = ModelCard.load(args.model)
+def detector_settings(args: argparse.Namespace) -> dict:
+    """The replay's ``[detector]`` settings that the arguments set."""
+    return {key: value for key, value in (("min_interval_ms", args.detect_interval_ms),
+                                          ("max_input_side_px", args.detector_side_px),
+                                          ("min_detection_confidence", args.detector_confidence))
+            if value is not None}
+
+
+def write_till(args: argparse.Namespace, card: ModelCard, clip: Path) -> tuple[list[dict], int]:
+    """The till's clip written to ``clip``: (its customers in order of appearance, backgrounds drawn again).
+
+    Each customer: ``age``, ``source``, ``file_name``, ``gender``, ``race``, ``start_s``,
+    ``end_s`` (video time in view).
+    """
     images = till_customers(load_sources(args.data, *card.validation_split), args.per_source, args.seed,
                             args.all_aged)
     rng = np.random.default_rng(args.seed)
@@ -312,18 +329,13 @@ def measure(args: argparse.Namespace) -> None:
             return frame
         return np.clip(frame + noise[noise_rng.integers(len(noise))], 0, 255).astype(np.uint8)
 
-    detector_settings = {key: value for key, value in (("min_interval_ms", args.detect_interval_ms),
-                                                       ("max_input_side_px", args.detector_side_px),
-                                                       ("min_detection_confidence", args.detector_confidence))
-                         if value is not None}
-    app = load_config(None).override("detector", **detector_settings).detector
+    app = load_config(None).override("detector", **detector_settings(args)).detector
     # Backgrounds are checked at the lower of the replay's confidence and the app's default, so
     # that a replay at a higher confidence gets the very clip of one at the default.
     checked = dataclasses.replace(app, min_detection_confidence=min(
         app.min_detection_confidence, DetectorConfig().min_detection_confidence))
     backgrounds_redrawn = 0
-    with tempfile.TemporaryDirectory() as tmp, FaceDetector(checked, video=False) as detector:
-        clip, events_path = Path(tmp) / "till.avi", Path(tmp) / "events.jsonl"
+    with FaceDetector(checked, video=False) as detector:
         writer = till_writer(clip, args.fps)
         customers, frame_index = [], 0
         for i in picks:
@@ -344,23 +356,38 @@ def measure(args: argparse.Namespace) -> None:
                               "gender": GENDERS.get(int(images.gender[i])), "race": RACES.get(int(images.race[i])),
                               "start_s": start / args.fps, "end_s": (start + in_view) / args.fps})
         writer.release()
-        config = []
-        if detector_settings:
-            config = ["--config", str(Path(tmp) / "config.toml")]
-            Path(config[1]).write_text("[detector]\n" + "".join(f"{k} = {v}\n" for k, v in detector_settings.items()))
-        subprocess.run([sys.executable, "-m", "edge_app", "replay", str(clip), "--model", args.model,
-                        "--events", str(events_path), "--summary", str(Path(tmp) / "s.json"), *config,
-                        *(["--margin-years", str(args.margin_years)] if args.margin_years is not None else [])],
-                       check=True, capture_output=True, text=True)
-        events = [json.loads(line) for line in events_path.read_text().splitlines()]
-        replayed = json.loads((Path(tmp) / "s.json").read_text())
-    # Each track belongs to the customer in view when it started.
+    return customers, backgrounds_redrawn
+
+
+def track_owners(events: list[dict], customers: list[dict]) -> dict[int, int]:
+    """{track id: index of its customer}: each track belongs to the customer in view when it started."""
     starts = {e["track_id"]: e["video_time_s"] for e in events if e["type"] == "track_start"}
     owner = {}
     for track_id, t in starts.items():
         for k, c in enumerate(customers):
             if c["start_s"] - 0.05 <= t < c["end_s"] + 0.05:
                 owner[track_id] = k
+    return owner
+
+
+def measure(args: argparse.Namespace) -> None:
+    """Everything after the arguments: photos, estimates, the printed and written tables."""
+    card = ModelCard.load(args.model)
+    detector = detector_settings(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        clip, events_path = Path(tmp) / "till.avi", Path(tmp) / "events.jsonl"
+        customers, backgrounds_redrawn = write_till(args, card, clip)
+        config = []
+        if detector:
+            config = ["--config", str(Path(tmp) / "config.toml")]
+            Path(config[1]).write_text("[detector]\n" + "".join(f"{k} = {v}\n" for k, v in detector.items()))
+        subprocess.run([sys.executable, "-m", "edge_app", "replay", str(clip), "--model", args.model,
+                        "--events", str(events_path), "--summary", str(Path(tmp) / "s.json"), *config,
+                        *(["--margin-years", str(args.margin_years)] if args.margin_years is not None else [])],
+                       check=True, capture_output=True, text=True)
+        events = [json.loads(line) for line in events_path.read_text().splitlines()]
+        replayed = json.loads((Path(tmp) / "s.json").read_text())
+    owner = track_owners(events, customers)
     for c in customers:
         c.update(seen=False, flagged=False, reason=None, decided_s=None, estimate=None, lowest=None)
     for e in events:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from edge_app import quality
 from edge_app.age_model import AgeRegressor
@@ -66,6 +67,10 @@ class Hooks:
 
     Attributes:
         on_frame: after each frame, with the running summary and the frame's stats.
+        on_estimates: after each frame's age estimates, with the tracks they are of, the
+            estimates (years, one per track, before any aggregation) and the frame's time in
+            ms: how a track's estimates would aggregate under other settings
+            (`bench/aggregation.py`).
         on_camera_wait: while a lost camera is being reopened (keep a watchdog fed).
         should_stop: polled once per frame; True finishes the frame and ends the run.
         should_reload: polled once per frame; True ends the run with ``reload_requested``
@@ -73,6 +78,7 @@ class Hooks:
     """
 
     on_frame: Callable[[Summary, FrameStats], None] | None = None
+    on_estimates: Callable[[np.ndarray, np.ndarray, int], None] | None = None
     on_camera_wait: Callable[[], None] | None = None
     should_stop: Callable[[], bool] = lambda: False
     should_reload: Callable[[], bool] = lambda: False
@@ -318,6 +324,8 @@ def run(
                     frame.rgb, faces, due, age_model.input_size, age_model.card.crop, config.quality
                 )
                 ages, age_seconds = _timed(age_model.predict_views, views)
+                if hooks.on_estimates is not None:
+                    hooks.on_estimates(faces.tracker_id[due], ages, frame.timestamp_ms)
                 faces = tracker.add_estimates(faces, due, ages, frame.timestamp_ms)
                 new_alerts = events.send(policy.update(faces, frame.timestamp_ms))
 

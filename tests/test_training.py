@@ -944,6 +944,76 @@ def test_till_bench_refuses_a_detector_setting_the_app_refuses_with_one_line(dat
     assert "1.5" in done.stderr and not list(tmp_path.iterdir())
 
 
+def test_aggregation_bench_reads_the_apps_own_decisions_from_every_frames_estimates(datasets, brightness_tflite,
+                                                                                     tmp_path):
+    """bench/aggregation.py replays the till once, each face estimated on every frame; read under the
+    app's own schedule, those estimates give each customer the very medians and flags of a real replay."""
+    till = [str(PROJECT_ROOT / "bench" / "per_customer.py"), "--data", str(datasets["utkface"]), "--per-source", "0",
+            "--model", str(brightness_tflite), "--seconds", "1.0", "--gap-s", "1.0"]
+    real = subprocess.run([sys.executable, *till, "--customers", str(tmp_path / "real.csv")],
+                          capture_output=True, text=True, timeout=300)
+    assert real.returncode == 0, real.stderr[-2000:]
+    till[0] = str(PROJECT_ROOT / "bench" / "aggregation.py")
+    read = subprocess.run([sys.executable, *till, "--customers", str(tmp_path / "read"),
+                           "--out", str(tmp_path / "agg")], capture_output=True, text=True, timeout=300)
+    assert read.returncode == 0, read.stderr[-2000:]
+
+    def rows(path):
+        with open(path) as file:
+            return {row["file_name"]: row for row in csv.DictReader(file)}
+
+    replayed, simulated = rows(tmp_path / "real.csv"), rows(tmp_path / "read" / "customers_3_250ms_15.csv")
+    assert replayed.keys() == simulated.keys() and len(replayed) >= 5
+    for name, row in replayed.items():
+        other = simulated[name]
+        assert (row["seen"], row["flagged"], row["reason"]) == (other["seen"], other["flagged"], other["reason"]), name
+        for column, tolerance in (("lowest_age", 0.006), ("predicted_age", 0.06)):  # events round to 0.01 / 0.1
+            assert (row[column] == "") == (other[column] == ""), (name, column)
+            if row[column]:
+                assert abs(float(row[column]) - float(other[column])) <= tolerance, (name, column)
+    report = json.loads((tmp_path / "agg.json").read_text())
+    schedules = [(r["min_estimates"], r["estimate_interval_ms"], r["window"]) for r in report["rows"]]
+    assert schedules[0] == (3, 250, 15) and len(schedules) == len(set(schedules)) == 44  # the defaults first
+    assert len(list((tmp_path / "read").glob("customers_*.csv"))) == 44
+    # every frame's estimate: the first median comes sooner with fewer estimates to wait for
+    first = {s: r["first_median_ms"] for s, r in zip(schedules, report["rows"], strict=True)}
+    assert first[(1, 250, 15)] < first[(3, 250, 15)] < first[(7, 250, 15)]
+    file = tmp_path / "a_file"
+    file.write_text("")
+    refused = subprocess.run([sys.executable, *till, "--customers", str(file)], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "is a file; expected a folder" in refused.stderr
+
+
+def test_aggregation_reads_a_tracks_estimates_as_the_tracker_and_policy_would():
+    from bench.aggregation import Reading, customer_reading, track_reading
+    from edge_app.config import PolicyConfig
+
+    policy = PolicyConfig(unclear_after_s=2.0, max_spread_years=12.0)
+    times = list(range(0, 1500, 33))  # a face estimated on every frame at 30 fps for 1.5 s
+    ages = [30.0, 20.0, 40.0] + [35.0] * (len(times) - 3)
+    app = {"min_estimates": 3, "estimate_interval_ms": 250, "window": 15}
+    # the first three frames, then one estimate per 250 ms: medians 30 (of 30, 20, 40), then 35
+    assert track_reading(times, ages, 0, 1500, app, policy) == Reading(30.0, 35.0, None, 66)
+    assert track_reading(times, ages, 0, 1500, app | {"min_estimates": 1}, policy) == Reading(30.0, 35.0, None, 0)
+    every_frame = app | {"min_estimates": 1, "estimate_interval_ms": 0}
+    assert track_reading(times, ages, 0, 1500, every_frame | {"window": 1}, policy).lowest_years == 20.0
+    assert track_reading(times, ages, 0, 1500, every_frame | {"window": 2}, policy).lowest_years == 25.0
+    # a spread wider than max_spread_years asks at any limit; so does no median within unclear_after_s
+    wild = [10.0, 60.0, 10.0, 60.0] + [35.0] * (len(times) - 4)
+    spread = track_reading(times, wild, 0, 1500, app | {"min_estimates": 4}, policy)
+    assert spread.reason == "uncertain" and spread.asked_below == -np.inf
+    late = track_reading([2100, 2133, 2166], [30.0] * 3, 0, 2200, app, policy)
+    assert late.reason == "face_unclear" and late.asked_below == -np.inf
+    assert track_reading([], [], 0, 2500, app, policy).reason == "face_unclear"
+    never = track_reading([], [], 0, 1500, app, policy)
+    assert never == Reading(None, None, None, None) and never.asked_below == np.inf  # never asked
+    both = customer_reading([Reading(40.0, 41.0, None, 100), Reading(30.0, 33.0, None, 300), never])
+    assert both == Reading(30.0, 33.0, None, 100)
+    assert customer_reading([both, late]).asked_below == -np.inf
+
+
 def test_soak_bench_says_why_the_app_it_runs_ended(tmp_path):
     """The soak bench runs the real app as a child: its own error line reaches the user."""
     missing = tmp_path / "no_such_clip.mp4"
