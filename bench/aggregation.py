@@ -43,7 +43,7 @@ from edge_app.errors import AgecheckError  # noqa: E402
 from edge_app.margins import asked_below  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
 from edge_app.pipeline import Hooks, run  # noqa: E402
-from training.metrics import key_figure, paired_change  # noqa: E402
+from training.metrics import key_figure, paired_change, teens_and_adults  # noqa: E402
 
 MIN_ESTIMATES = (1, 3, 5, 7)
 INTERVALS_MS = (0, 100, 250, 500)
@@ -154,6 +154,16 @@ def ranked(value: float | None) -> float:
     return -1.0 if value is None else value
 
 
+class RecordedEvents:
+    """An event sink that keeps the replay's records (`edge_app.alerts.EventSink`)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def send(self, record: dict) -> None:  # noqa: D102
+        self.records.append(record)
+
+
 def measure(args: argparse.Namespace) -> None:
     """Everything after the arguments: the till, its replay, each schedule's reading and the tables."""
     if args.customers and Path(args.customers).exists() and not Path(args.customers).is_dir():
@@ -166,14 +176,7 @@ def measure(args: argparse.Namespace) -> None:
             estimates[track_id][0].append(timestamp_ms)
             estimates[track_id][1].append(age)
 
-    class Events:
-        def __init__(self) -> None:
-            self.records: list[dict] = []
-
-        def send(self, record: dict) -> None:
-            self.records.append(record)
-
-    events = Events()
+    events = RecordedEvents()
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "till.avi"
         customers, _ = write_till(args, card, clip)
@@ -213,7 +216,7 @@ def measure(args: argparse.Namespace) -> None:
                  "reason": r.reason or ("age" if r.asked_below < limit_years else None)}
                 for k, (c, r) in enumerate(zip(customers, reading["customers"], strict=True))])
     default_below = readings[0]["below"]
-    teens, adults = (true >= 13) & (true < 18), true >= 25
+    teens, adults = teens_and_adults(true)
     rows = []
     for reading in readings:
         below = reading["below"]
@@ -226,7 +229,8 @@ def measure(args: argparse.Namespace) -> None:
         rows.append(row)
     best = [max(rows, key=lambda r, h=h: ranked(r["halves"][h]["key"])) for h in (0, 1)]
     lines = [f"{len(customers)} customers (`bench/per_customer.py`'s till: {args.per_source} validation photos per "
-             f"source{' and every other 13-17' if args.all_aged else ''}, `--degrade {args.degrade}`, "
+             f"source{' and every other aged {:g} to under {:g}'.format(*args.all_aged) if args.all_aged else ''}, "
+             f"`--degrade {args.degrade}`, "
              f"seed {args.seed}), "
              f"model `{Path(args.model).name}`; {replayed.age_estimates} estimates recorded over "
              f"{replayed.frames} frames. Schedule: min_estimates / estimate_interval_ms / window; the app's defaults "
