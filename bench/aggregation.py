@@ -43,7 +43,7 @@ from edge_app.errors import AgecheckError  # noqa: E402
 from edge_app.margins import asked_below  # noqa: E402
 from edge_app.model_card import ModelCard  # noqa: E402
 from edge_app.pipeline import Hooks, run  # noqa: E402
-from training.metrics import key_figure, paired_change, teens_and_adults  # noqa: E402
+from training.metrics import paired_change, teens_and_adults  # noqa: E402
 
 MIN_ESTIMATES = (1, 3, 5, 7)
 INTERVALS_MS = (0, 100, 250, 500)
@@ -135,9 +135,9 @@ def schedules() -> list[dict]:
 
 def key_on(true: np.ndarray, below: np.ndarray, default_below: np.ndarray, seed: int) -> dict:
     """The key figure of ``below`` and its paired change from ``default_below`` (infinite limits made far)."""
-    far = np.clip(below, -FAR_YEARS, FAR_YEARS)
-    change = paired_change(true, np.clip(default_below, -FAR_YEARS, FAR_YEARS), far, seed=seed)
-    return {"key": key_figure(true, far, ci95=False)["age_13_17_flagged"], "change": change["key_change"],
+    change = paired_change(true, np.clip(default_below, -FAR_YEARS, FAR_YEARS), np.clip(below, -FAR_YEARS, FAR_YEARS),
+                           seed=seed)
+    return {"key": change["key_after"], "change": change["key_change"],
             "change_ci95": change["key_change_ci95"]}
 
 
@@ -209,12 +209,12 @@ def measure(args: argparse.Namespace) -> None:
     if args.customers:  # one file per schedule, in bench/per_customer.py's format
         for reading in readings:
             s = reading["schedule"]
+            asked = (reading["below"] < limit_years).tolist()
             write_customers(Path(args.customers) / f"customers_{s['min_estimates']}_{s['estimate_interval_ms']}ms_"
                                                    f"{s['window']}.csv", [
                 {**c, "estimate": r.last_years, "seen": bool(tracks_of.get(k)), "lowest": r.lowest_years,
-                 "flagged": r.asked_below < limit_years,
-                 "reason": r.reason or ("age" if r.asked_below < limit_years else None)}
-                for k, (c, r) in enumerate(zip(customers, reading["customers"], strict=True))])
+                 "flagged": flagged, "reason": r.reason or ("age" if flagged else None)}
+                for k, (c, r, flagged) in enumerate(zip(customers, reading["customers"], asked, strict=True))])
     default_below = readings[0]["below"]
     teens, adults = teens_and_adults(true)
     rows = []
